@@ -1,0 +1,11 @@
+"""hornet: gnConv and the HorNet family as timm models, with a Lightning research template around them.
+
+``import hornet`` registers every HorNet variant in timm.
+"""
+
+from hornet import models, ops  # noqa: F401  (registers the timm models)
+from hornet.models import HorNet
+from hornet.ops import GnConv, GlobalLocalFilter
+
+__version__ = "0.1.0"
+__all__ = ["GlobalLocalFilter", "GnConv", "HorNet", "__version__"]

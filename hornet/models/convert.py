@@ -1,0 +1,94 @@
+"""Load the authors' released checkpoints: safe reading, raw/EMA choice, key and shape checks, GF filter resize."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["WEIGHT_CHOICES", "checkpoint_filter_fn", "read_released_checkpoint", "resize_complex_weight"]
+
+WEIGHT_CHOICES = ("raw", "ema")
+# Released training checkpoints (ConvNeXt-style) keep the argparse Namespace of the run under "args".
+torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def read_released_checkpoint(path: str | os.PathLike, *, weights: str = "raw") -> dict[str, torch.Tensor]:
+    """The state dict in a released checkpoint file.
+
+    Accepts a bare state dict or a dict with the weights under ``model`` (optionally ``model_ema``, optimizer state
+    and ``args``), as well as timm / Lightning style ``state_dict`` / ``state_dict_ema``. Loads with
+    ``weights_only=True``. ``weights`` is ``"raw"`` (default) or ``"ema"``.
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}; got {weights!r}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we can read"
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}") from None
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or a checkpoint dict")
+    keys = {"raw": ("model", "state_dict"), "ema": ("model_ema", "state_dict_ema")}[weights]
+    for key in keys:
+        if isinstance(checkpoint.get(key), Mapping):
+            state_dict = checkpoint[key]
+            break
+    else:
+        if weights == "ema":
+            raise ValueError(f"{path} has no EMA weights (looked for {list(keys)}); its keys: {sorted(checkpoint)[:8]}")
+        state_dict = checkpoint
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if not state_dict:
+        raise ValueError(f"{path} holds no tensors under the expected keys; its keys: {sorted(checkpoint)[:8]}")
+    return state_dict
+
+
+def resize_complex_weight(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a GF filter (C, h, w, 2) to (C, *size, 2) bilinearly with align_corners=True, as released."""
+    if tuple(weight.shape[1:3]) == tuple(size):
+        return weight
+    resized = F.interpolate(weight.permute(3, 0, 1, 2).float(), size=size, mode="bilinear", align_corners=True)
+    return resized.permute(1, 2, 3, 0).contiguous()  # (C, H, W//2+1, 2)
+
+
+def _describe(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Check a released state dict against ``model`` and adapt it: GF filters are resized to the model's size.
+
+    The classifier (``head.*``) and the stem conv's input channels may differ; timm adapts those. Any other missing,
+    unexpected or differently shaped key is a ``ValueError`` that names them.
+    """
+    target = model.state_dict()
+    adaptable = ("head.weight", "head.bias", "downsample_layers.0.0.weight")
+    out: dict[str, torch.Tensor] = {}
+    mismatched = []
+    for key, value in state_dict.items():
+        if key.endswith("complex_weight") and key in target and value.shape[0] == target[key].shape[0]:
+            value = resize_complex_weight(value, tuple(target[key].shape[1:3]))
+        if key in target and key not in adaptable and value.shape != target[key].shape:
+            mismatched.append(f"{key} {tuple(value.shape)} vs model {tuple(target[key].shape)}")
+        out[key] = value
+    missing = sorted(set(target) - set(out))
+    unexpected = sorted(set(out) - set(target))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_describe(mismatched)}")
+    if problems:
+        arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        raise ValueError(f"checkpoint does not fit {arch} (is it for another architecture?): " + "; ".join(problems))
+    return out

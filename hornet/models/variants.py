@@ -1,0 +1,152 @@
+"""The HorNet variant table and its timm registration.
+
+Every architecture is one row of ``VARIANTS``; ``import hornet`` registers each row in timm under its name, so
+``timm.create_model("hornet_tiny_gf")`` works like any timm model. Released checkpoints load offline with
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` (add ``weights="ema"`` to the
+overlay for the EMA weights).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import to_2tuple
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from hornet.models.convert import WEIGHT_CHOICES, checkpoint_filter_fn, read_released_checkpoint
+from hornet.models.hornet import HorNet, stage_feature_sizes
+
+__all__ = ["VARIANTS", "Variant", "create_hornet"]
+
+DW7 = ("dw7", "dw7", "dw7", "dw7")
+GF = ("dw7", "dw7", "gf", "gf")  # GF in stages 3-4, as released
+RELEASED_DEPTHS = (2, 3, 18, 2)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered architecture: constructor arguments plus its default (pretrained) cfg."""
+
+    base_dim: int
+    depths: tuple[int, ...]
+    mixers: tuple[str, ...]
+    orders: tuple[int, ...] = (2, 3, 4, 5)
+    img_size: int = 224
+    stem_stride: int = 4
+    crop_pct: float = 0.875
+    released: bool = True
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def model_args(self) -> dict:
+        return dict(
+            base_dim=self.base_dim,
+            depths=self.depths,
+            orders=self.orders,
+            mixers=self.mixers,
+            img_size=self.img_size,
+            stem_stride=self.stem_stride,
+        )
+
+    def default_cfg(self) -> dict:
+        height, width = stage_feature_sizes(self.img_size, self.stem_stride)[-1]
+        return dict(
+            url="",
+            num_classes=1000,
+            input_size=(3, self.img_size, self.img_size),
+            pool_size=(height, width),
+            crop_pct=self.crop_pct,
+            interpolation="bicubic",
+            mean=IMAGENET_DEFAULT_MEAN,
+            std=IMAGENET_DEFAULT_STD,
+            first_conv="downsample_layers.0.0",
+            classifier="head",
+            license="mit",
+            paper_ids="arXiv:2207.14284",
+            paper_name="HorNet: Efficient High-Order Spatial Interactions with Recursive Gated Convolutions",
+            origin_url="https://github.com/raoyongming/HorNet",
+            description=self.description,
+        )
+
+
+def _released(base_dim: int, mixers: tuple[str, ...], img_size: int = 224) -> Variant:
+    return Variant(base_dim, RELEASED_DEPTHS, mixers, img_size=img_size, crop_pct=1.0 if img_size > 224 else 0.875)
+
+
+def _small(base_dim: int, depths: tuple[int, ...], mixers: tuple[str, ...], description: str) -> Variant:
+    return Variant(base_dim, depths, mixers, img_size=32, stem_stride=2, crop_pct=1.0, released=False, description=description)
+
+
+VARIANTS: dict[str, Variant] = {
+    "hornet_tiny_7x7": _released(64, DW7),
+    "hornet_tiny_gf": _released(64, GF),
+    "hornet_small_7x7": _released(96, DW7),
+    "hornet_small_gf": _released(96, GF),
+    "hornet_base_7x7": _released(128, DW7),
+    "hornet_base_gf": _released(128, GF),
+    "hornet_base_gf_img384": _released(128, GF, img_size=384),
+    "hornet_large_7x7": _released(192, DW7),
+    "hornet_large_gf": _released(192, GF),
+    "hornet_large_gf_img384": _released(192, GF, img_size=384),
+    # CPU-sized variants for 28-64 px data: stride-2 stem, stage maps 16/8/4/2 at 32 px.
+    "hornet_micro_7x7": _small(16, (1, 1, 2, 1), DW7, "CPU-sized HorNet for 28-64 px images (smoke tests)"),
+    "hornet_micro_gf": _small(16, (1, 1, 2, 1), GF, "CPU-sized HorNet-GF for 28-64 px images (smoke tests)"),
+    "hornet_nano_7x7": _small(32, (2, 2, 6, 2), DW7, "CPU-sized HorNet for 28-64 px images (ablations)"),
+    "hornet_nano_gf": _small(32, (2, 2, 6, 2), GF, "CPU-sized HorNet-GF for 28-64 px images (ablations)"),
+}
+
+default_cfgs = generate_default_cfgs({name: variant.default_cfg() for name, variant in VARIANTS.items()})
+
+
+def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
+    """Build the registered variant ``name`` through timm (kwargs override the table's constructor arguments)."""
+    variant = VARIANTS[name]
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    weights = overlay.pop("weights", "raw")
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"pretrained_cfg_overlay weights must be one of {WEIGHT_CHOICES}; got {weights!r}")
+    if pretrained and overlay.get("file"):
+        # Read the released format ourselves (Namespace under "args", raw vs EMA) and hand timm the state dict,
+        # so its in_chans / num_classes adaptation and strict loading still apply.
+        state_dict = read_released_checkpoint(overlay["file"], weights=weights)
+        overlay["state_dict"] = state_dict
+        if "head.weight" in state_dict:  # the file's own head size decides whether timm keeps the classifier
+            overlay.setdefault("num_classes", state_dict["head.weight"].shape[0])
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    model_args = {**variant.model_args(), **kwargs}
+    if "img_size" in kwargs or "stem_stride" in kwargs:
+        height, width = to_2tuple(model_args["img_size"])
+        overlay.setdefault("input_size", (3, height, width))
+        overlay.setdefault("pool_size", stage_feature_sizes((height, width), model_args["stem_stride"])[-1])
+    with torch.device(device or "cpu"):
+        model = build_model_with_cfg(
+            HorNet,
+            name,
+            pretrained,
+            pretrained_cfg_overlay=overlay or None,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
+            **model_args,
+        )
+    if dtype is not None:
+        model = model.to(dtype)
+    model.pretrained_cfg["state_dict"] = None  # the weights are in the model now; do not keep a second copy
+    return model
+
+
+def _register(name: str) -> None:
+    def entrypoint(pretrained: bool = False, **kwargs) -> HorNet:
+        return create_hornet(name, pretrained=pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"{name}: HorNet variant {VARIANTS[name].model_args()}"
+    setattr(sys.modules[__name__], name, entrypoint)
+    register_model(entrypoint)
+
+
+for _name in VARIANTS:
+    _register(_name)

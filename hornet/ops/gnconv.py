@@ -1,0 +1,77 @@
+"""gnConv: the recursive gated convolution of HorNet (arXiv 2207.14284, Eq. 3-4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from hornet.ops.mixers import create_mixer
+
+__all__ = ["GnConv", "gnconv_dims"]
+
+
+def gnconv_dims(dim: int, order: int) -> list[int]:
+    """Channel widths of the recursion, ``[dim / 2^(n-1), ..., dim / 2, dim]``."""
+    if not isinstance(order, int) or order < 1:
+        raise ValueError(f"order must be an integer >= 1; got {order!r}")
+    if not isinstance(dim, int) or dim < 1 or dim % (2 ** (order - 1)):
+        raise ValueError(f"dim must be a positive multiple of 2^(order-1) = {2 ** (order - 1)} for order {order}; got {dim!r}")
+    return [dim // 2**i for i in range(order)][::-1]
+
+
+class GnConv(nn.Module):
+    """Recursive gated convolution of order ``n``.
+
+    ``p0, q = split(proj_in(x))``; ``q`` is mixed spatially (the injected mixer) and scaled by ``scale``, split by
+    ``dims``; then ``p_{k+1} = pws[k](p_k) * q_{k+1}`` and the output is ``proj_out(p_{n-1})``. Order 1 is the
+    plain gated convolution gConv.
+
+    Args:
+        dim: input and output channels, divisible by ``2^(order-1)``.
+        order: interaction order n >= 1.
+        mixer: a mixer name (see :mod:`hornet.ops.mixers`) or a callable ``channels -> nn.Module``.
+        scale: gating scale ``s`` applied to the mixed features (1/3 in every released model).
+        feature_size: ``(H, W)`` of the stage's feature map, needed by the ``gf`` mixer.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        order: int = 5,
+        mixer: str | Callable[[int], nn.Module] = "dw7",
+        scale: float = 1.0,
+        feature_size: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.dims = gnconv_dims(dim, order)
+        self.order = order
+        self.scale = float(scale)
+        mixed_channels = sum(self.dims)
+        self.split_sizes = [self.dims[0], mixed_channels]  # proj_in output: gate p0 | features to mix
+        self.proj_in = nn.Conv2d(dim, 2 * dim, kernel_size=1)
+        if isinstance(mixer, str):
+            self.dwconv = create_mixer(mixer, mixed_channels, feature_size=feature_size)
+        elif callable(mixer):
+            self.dwconv = mixer(mixed_channels)
+        else:
+            raise ValueError(f"mixer must be a mixer name or a callable channels -> nn.Module; got {mixer!r}")
+        self.pws = nn.ModuleList(
+            nn.Conv2d(self.dims[i], self.dims[i + 1], kernel_size=1) for i in range(order - 1)
+        )
+        self.proj_out = nn.Conv2d(dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = self.proj_in(x)  # (B, 2C, H, W)
+        gate, mixed = torch.split(fused, self.split_sizes, dim=1)  # (B, d0, H, W), (B, sum(d), H, W)
+        mixed = self.dwconv(mixed) * self.scale
+        gates = torch.split(mixed, self.dims, dim=1)  # n x (B, d_k, H, W)
+        x = gate * gates[0]
+        for k, pw in enumerate(self.pws):
+            x = pw(x) * gates[k + 1]  # (B, d_{k+1}, H, W)
+        return self.proj_out(x)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order}, dims={self.dims}, scale={self.scale:.4g}"

@@ -1,0 +1,126 @@
+"""Spatial mixers for gnConv, chosen by name.
+
+A mixer maps ``(B, C, H, W) -> (B, C, H, W)``. Names:
+
+- ``dw{k}``: depthwise ``k x k`` convolution with bias, any odd ``k >= 1`` (``7x7`` is an alias of ``dw7``);
+- ``gf``: the Global-Local Filter of HorNet-GF (half depthwise 3x3, half learnable global FFT filter).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d, trunc_normal_
+from timm.layers import register_notrace_function
+from torch import nn
+
+__all__ = ["GlobalLocalFilter", "create_mixer", "filter_size_for", "parse_mixer", "MIXER_NAMES_HELP"]
+
+MIXER_NAMES_HELP = "'dw<k>' with odd k >= 1 (e.g. dw3, dw7, dw13, dw31), '7x7' (alias of dw7) or 'gf'"
+_DEPTHWISE = re.compile(r"^dw(\d+)$")
+_ALIASES = {"7x7": "dw7"}
+
+
+def parse_mixer(name: str) -> tuple[str, int]:
+    """Validate a mixer name; returns ``("dw", k)`` or ``("gf", 0)``."""
+    if not isinstance(name, str):
+        raise ValueError(f"mixer must be a string, one of {MIXER_NAMES_HELP}; got {name!r}")
+    canonical = _ALIASES.get(name.lower(), name.lower())
+    if canonical == "gf":
+        return "gf", 0
+    match = _DEPTHWISE.match(canonical)
+    if match is None:
+        raise ValueError(f"mixer {name!r} is unknown; allowed: {MIXER_NAMES_HELP}")
+    kernel_size = int(match.group(1))
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"mixer {name!r}: kernel size must be odd and >= 1; allowed: {MIXER_NAMES_HELP}")
+    return "dw", kernel_size
+
+
+def filter_size_for(feature_size: Sequence[int]) -> tuple[int, int]:
+    """rfft2 spectrum size ``(H, W // 2 + 1)`` of a ``(H, W)`` feature map: the GF filter's stored size."""
+    height, width = feature_size
+    return int(height), int(width) // 2 + 1
+
+
+@register_notrace_function  # a leaf for FX: the size check below is data-dependent control flow
+def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Multiply ``x`` (B, C, H, W) by a learnable filter in the 2-D Fourier domain, in fp32.
+
+    ``weight`` is the real view (C, h, w, 2) of a complex filter; it is resized bilinearly (align_corners=True,
+    as released) only when the spectrum of ``x`` is not (h, w).
+    """
+    height, width = x.shape[-2], x.shape[-1]
+    spectrum = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")  # (B, C, H, W//2+1) complex64
+    if weight.shape[1] != spectrum.shape[2] or weight.shape[2] != spectrum.shape[3]:
+        weight = F.interpolate(
+            weight.permute(3, 0, 1, 2),  # (2, C, h, w): real/imag as the batch
+            size=(spectrum.shape[2], spectrum.shape[3]),
+            mode="bilinear",
+            align_corners=True,
+        ).permute(1, 2, 3, 0)  # (C, H, W//2+1, 2)
+    weight = weight.float()
+    complex_weight = torch.complex(weight[..., 0], weight[..., 1])  # (C, H, W//2+1); never view_as_complex
+    spectrum = spectrum * complex_weight
+    return torch.fft.irfft2(spectrum, s=(height, width), dim=(2, 3), norm="ortho")  # (B, C, H, W) fp32
+
+
+def _global_filter_fp32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if torch.jit.is_scripting():
+        return global_filter(x, weight)
+    # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return global_filter(x, weight)
+
+
+class GlobalLocalFilter(nn.Module):
+    """HorNet's GF mixer: pre-norm, half the channels through a depthwise 3x3, half through a global FFT filter,
+    the halves interleaved channel by channel, post-norm.
+
+    Args:
+        channels: number of channels (even).
+        feature_size: ``(H, W)`` of the feature map the filter is sized for; other sizes resize it on the fly.
+    """
+
+    def __init__(self, channels: int, *, feature_size: Sequence[int]) -> None:
+        super().__init__()
+        if channels < 2 or channels % 2:
+            raise ValueError(f"channels must be even and >= 2 for the 'gf' mixer; got {channels}")
+        if len(feature_size) != 2 or min(feature_size) < 1:
+            raise ValueError(f"feature_size must be (H, W) with positive sizes; got {tuple(feature_size)}")
+        half = channels // 2
+        self.channels = channels
+        self.pre_norm = LayerNorm2d(channels, eps=1e-6)
+        self.dw = nn.Conv2d(half, half, kernel_size=3, padding=1, bias=False, groups=half)
+        height, freq_width = filter_size_for(feature_size)
+        # Stored as real/imag pairs so the parameter stays a plain fp32 tensor under any strategy.
+        self.complex_weight = nn.Parameter(torch.empty(half, height, freq_width, 2, dtype=torch.float32))
+        trunc_normal_(self.complex_weight, std=0.02)
+        self.post_norm = LayerNorm2d(channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre_norm(x)
+        batch, channels, height, width = x.shape
+        local, global_ = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, H, W), views
+        local = self.dw(local)
+        global_ = _global_filter_fp32(global_, self.complex_weight).to(local.dtype)
+        # Interleave channel by channel as released: out[:, 0::2] = local, out[:, 1::2] = global.
+        x = torch.stack((local, global_), dim=2).reshape(batch, channels, height, width)  # (B, C/2, 2, H, W) -> NCHW
+        return self.post_norm(x)
+
+    def extra_repr(self) -> str:
+        half, height, freq_width, _ = self.complex_weight.shape
+        return f"channels={self.channels}, filter=({half}, {height}, {freq_width}) complex"
+
+
+def create_mixer(name: str, channels: int, *, feature_size: Sequence[int] | None = None) -> nn.Module:
+    """Build the mixer ``name`` for ``channels`` channels; ``gf`` needs the stage's ``feature_size`` (H, W)."""
+    kind, kernel_size = parse_mixer(name)
+    if kind == "gf":
+        if feature_size is None:
+            raise ValueError("mixer 'gf' needs feature_size=(H, W), the stage's feature-map size")
+        return GlobalLocalFilter(channels, feature_size=feature_size)
+    return nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=True)
