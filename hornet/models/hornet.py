@@ -184,7 +184,7 @@ class HorNet(nn.Module):
             block_index += depths[i]
             self.feature_info.append(dict(num_chs=dims[i], reduction=stem_stride * 2**i, module=f"stages.{i}"))
 
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -216,7 +216,7 @@ class HorNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_intermediates(
@@ -272,12 +272,12 @@ class HorNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)  # (B, C), or (B, C, H, W) with global_pool=''
-        if x.ndim == 4:
-            x = x.permute(0, 2, 3, 1)  # unpooled: norm and classify each position, channels-last
+        if self.global_pool.is_identity():  # unpooled: norm and classify each position, channels-last
+            x = x.permute(0, 2, 3, 1)
         x = self.head_drop(self.norm(x))
         if not pre_logits:
             x = self.head(x)
-        return x.permute(0, 3, 1, 2) if x.ndim == 4 else x
+        return x.permute(0, 3, 1, 2) if self.global_pool.is_identity() else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

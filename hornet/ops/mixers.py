@@ -46,13 +46,7 @@ def filter_size_for(feature_size: Sequence[int]) -> tuple[int, int]:
     return int(height), int(width) // 2 + 1
 
 
-@register_notrace_function  # a leaf for FX: the size check below is data-dependent control flow
-def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Multiply ``x`` (B, C, H, W) by a learnable filter in the 2-D Fourier domain, in fp32.
-
-    ``weight`` is the real view (C, h, w, 2) of a complex filter; it is resized bilinearly (align_corners=True,
-    as released) only when the spectrum of ``x`` is not (h, w).
-    """
+def _filter_spectrum(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2], x.shape[-1]
     spectrum = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")  # (B, C, H, W//2+1) complex64
     if weight.shape[1] != spectrum.shape[2] or weight.shape[2] != spectrum.shape[3]:
@@ -68,12 +62,18 @@ def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(spectrum, s=(height, width), dim=(2, 3), norm="ortho")  # (B, C, H, W) fp32
 
 
-def _global_filter_fp32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if torch.jit.is_scripting():
-        return global_filter(x, weight)
+@register_notrace_function  # an FX leaf: the size check and the autocast context are not traceable
+def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Multiply ``x`` (B, C, H, W) by a learnable filter in the 2-D Fourier domain, in fp32 with autocast off.
+
+    ``weight`` is the real view (C, h, w, 2) of a complex filter; it is resized bilinearly (align_corners=True,
+    as released) only when the spectrum of ``x`` is not (h, w). Returns fp32 (B, C, H, W).
+    """
+    if torch.jit.is_scripting() or not torch.amp.is_autocast_available(x.device.type):  # e.g. the meta device
+        return _filter_spectrum(x, weight)
     # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return global_filter(x, weight)
+        return _filter_spectrum(x, weight)
 
 
 class GlobalLocalFilter(nn.Module):
@@ -106,7 +106,7 @@ class GlobalLocalFilter(nn.Module):
         batch, channels, height, width = x.shape
         local, global_ = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, H, W), views
         local = self.dw(local)
-        global_ = _global_filter_fp32(global_, self.complex_weight).to(local.dtype)
+        global_ = global_filter(global_, self.complex_weight).to(local.dtype)
         # Interleave channel by channel as released: out[:, 0::2] = local, out[:, 1::2] = global.
         x = torch.stack((local, global_), dim=2).reshape(batch, channels, height, width)  # (B, C/2, 2, H, W) -> NCHW
         return self.post_norm(x)

@@ -1,0 +1,138 @@
+"""The ``hornet`` command: one entry point, subcommands dispatched by name.
+
+Each subcommand is a ``Subcommand`` row (name, help, argument builder, runner). Bad input raises ``UsageError``
+(or ``ValueError`` / ``FileNotFoundError`` from the library), which is printed as one line with exit status 2; set
+``--debug`` or ``HORNET_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+
+__all__ = ["UsageError", "main"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def check_model_names(names: Sequence[str]) -> None:
+    """Raise UsageError for a name timm does not know, suggesting close matches."""
+    import timm
+
+    known = timm.list_models()
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+            raise UsageError(f"unknown model {name!r}{hint}")
+
+
+# --- hornet profile --------------------------------------------------------------------------------------------------
+def _profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", help="timm model names (default: every registered hornet_* model)")
+    parser.add_argument("--img-size", type=int, default=None, help="input size (default: each model's own)")
+    parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    parser.add_argument(
+        "--convention", choices=("torch", "fvcore"), default="torch", help="MAC counting convention (see README)"
+    )
+    parser.add_argument("--paper", action="store_true", help="the paper's Table 1 beside the measured values")
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    import hornet  # noqa: F401  (registers the models)
+    from hornet.analysis.paper import PAPER_TABLE1
+    from hornet.analysis.complexity import profile_model
+    from hornet.analysis.report import render_table
+
+    if args.img_size is not None and args.img_size < 1:
+        raise UsageError(f"--img-size must be a positive integer; got {args.img_size}")
+    if args.paper:
+        if args.names:
+            raise UsageError("--paper profiles the paper's Table 1 models; give no model names with it")
+        paper = {row.name: row for row in PAPER_TABLE1}
+        names = list(paper)
+    else:
+        import timm
+
+        names = args.names or timm.list_models("hornet_*")
+        check_model_names(names)
+    rows = []
+    for name in names:
+        measured = profile_model(name, img_size=args.img_size, convention=args.convention)
+        row = {
+            "model": name,
+            "img_size": measured.img_size[0] if measured.img_size[0] == measured.img_size[1] else measured.img_size,
+            "params_M": round(measured.params_m, 2),
+            "GMACs": round(measured.gmacs, 3),
+        }
+        if args.paper:
+            ref = paper[name]
+            row["paper_params_M"] = ref.params_m if ref.params_m is not None else "-"
+            row["paper_GFLOPs"] = ref.gflops
+            row["diff_G"] = round(measured.gmacs - ref.gflops, 3)
+            row["diff_%"] = round(100 * (measured.gmacs - ref.gflops) / ref.gflops, 2)
+            row["paper_top1"] = ref.top1 if ref.top1 is not None else "-"
+        rows.append(row)
+    title = f"Params and MACs ({args.convention} convention, one image)"
+    render_table(rows, fmt=args.format, title=title)
+    return 0
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    s.name: s
+    for s in (
+        Subcommand("profile", "params and MACs of timm models; --paper compares with Table 1", _profile_arguments, _run_profile),
+    )
+}
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    return "--debug" in argv or os.environ.get("HORNET_DEBUG", "") not in ("", "0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hornet", description="HorNet / gnConv research toolkit")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also HORNET_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in SUBCOMMANDS.values():
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return SUBCOMMANDS[args.command].run(args)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]hornet: error:[/] {err}", highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
