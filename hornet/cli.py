@@ -81,7 +81,7 @@ def _run_profile(args: argparse.Namespace) -> int:
             "model": name,
             "img_size": measured.img_size[0] if measured.img_size[0] == measured.img_size[1] else measured.img_size,
             "params_M": round(measured.params_m, 2),
-            "GMACs": round(measured.gmacs, 3),
+            "GMACs": round(measured.gmacs, 4),
         }
         if args.paper:
             ref = paper[name]

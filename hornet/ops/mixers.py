@@ -69,11 +69,12 @@ def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     ``weight`` is the real view (C, h, w, 2) of a complex filter; it is resized bilinearly (align_corners=True,
     as released) only when the spectrum of ``x`` is not (h, w). Returns fp32 (B, C, H, W).
     """
-    if torch.jit.is_scripting() or not torch.amp.is_autocast_available(x.device.type):  # e.g. the meta device
-        return _filter_spectrum(x, weight)
-    # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return _filter_spectrum(x, weight)
+    if not torch.jit.is_scripting():
+        if torch.amp.is_autocast_available(x.device.type):  # not on the meta device
+            # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return _filter_spectrum(x, weight)
+    return _filter_spectrum(x, weight)
 
 
 class GlobalLocalFilter(nn.Module):

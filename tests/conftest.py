@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import hornet  # noqa: F401  (registers the timm models)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HORNET_SHARED", REPO_ROOT.parent / "shared"))
+FIXTURE = SHARED / "fixtures" / "released_hornet_small.pt"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def released_fixture():
+    if not FIXTURE.is_file():
+        pytest.fail(f"missing {FIXTURE}: the shared fixtures must sit beside the checkout (or set HORNET_SHARED)")
+    return torch.load(FIXTURE, weights_only=True)
