@@ -5,7 +5,7 @@
 
 from hornet import models, ops  # noqa: F401  (registers the timm models)
 from hornet.models import HorNet
-from hornet.ops import GnConv, GlobalLocalFilter
+from hornet.ops import GlobalLocalFilter, GnConv
 
 __version__ = "0.1.0"
 __all__ = ["GlobalLocalFilter", "GnConv", "HorNet", "__version__"]

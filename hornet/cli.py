@@ -58,8 +58,8 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_profile(args: argparse.Namespace) -> int:
     import hornet  # noqa: F401  (registers the models)
-    from hornet.analysis.paper import PAPER_TABLE1
     from hornet.analysis.complexity import profile_model
+    from hornet.analysis.paper import PAPER_TABLE1
     from hornet.analysis.report import render_table
 
     if args.img_size is not None and args.img_size < 1:
@@ -99,7 +99,9 @@ def _run_profile(args: argparse.Namespace) -> int:
 SUBCOMMANDS: dict[str, Subcommand] = {
     s.name: s
     for s in (
-        Subcommand("profile", "params and MACs of timm models; --paper compares with Table 1", _profile_arguments, _run_profile),
+        Subcommand(
+            "profile", "params and MACs of timm models; --paper compares with Table 1", _profile_arguments, _run_profile
+        ),
     )
 }
 

@@ -131,7 +131,9 @@ def test_model_forward_intermediates(name):
 
 
 def _fx_model(model):
-    kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True)
+    kwargs = dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True
+    )
     train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=kwargs)
     return create_feature_extractor(
         model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=kwargs
@@ -144,7 +146,7 @@ def test_model_forward_fx(name):
     x = torch.randn(1, *_input_size(model, TARGET_FX))
     with torch.no_grad():
         expected = model(x)
-        traced = tuple(_fx_model(model)(x).values())[0]
+        traced = next(iter(_fx_model(model)(x).values()))
     assert torch.equal(traced, expected)
 
 
@@ -152,6 +154,6 @@ def test_model_forward_fx(name):
 def test_model_backward_fx(name):
     model = timm.create_model(name, num_classes=42).train()
     traced = _fx_model(model)
-    out = tuple(traced(torch.randn(2, *_input_size(model, TARGET_BWD))).values())[0]
+    out = next(iter(traced(torch.randn(2, *_input_size(model, TARGET_BWD))).values()))
     out.mean().backward()
     assert all(p.grad is not None for p in model.parameters()) and out.shape == (2, 42)

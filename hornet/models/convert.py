@@ -31,7 +31,7 @@ def read_released_checkpoint(path: str | os.PathLike, *, weights: str = "raw") -
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we can read"
+    except Exception as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}") from None
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or a checkpoint dict")

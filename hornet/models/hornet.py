@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d, to_2tuple, trunc_normal_
-from timm.models._features import feature_take_indices
 from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from hornet.ops import GnConv, gnconv_dims, parse_mixer
 
-__all__ = ["HorBlock", "HorNet", "NUM_STAGES"]
+__all__ = ["NUM_STAGES", "HorBlock", "HorNet"]
 
 NUM_STAGES = 4
 
@@ -130,7 +130,9 @@ class HorNet(nn.Module):
         if not isinstance(base_dim, int) or base_dim < 1:
             raise ValueError(f"base_dim must be a positive integer; got {base_dim!r}")
         if not isinstance(stem_stride, int) or stem_stride < 1:
-            raise ValueError(f"stem_stride must be a positive integer (4 as released, 1 or 2 for small images); got {stem_stride!r}")
+            raise ValueError(
+                f"stem_stride must be a positive integer (4 as released, 1 or 2 for small images); got {stem_stride!r}"
+            )
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1); got {drop_path_rate}")
         dims = [base_dim * 2**i for i in range(NUM_STAGES)]
@@ -139,10 +141,14 @@ class HorNet(nn.Module):
             try:
                 gnconv_dims(dim, order)
             except ValueError as err:
-                raise ValueError(f"orders[{i}]={order}: stage {i + 1} width {dim} (= base_dim * {2**i}): {err}") from None
+                raise ValueError(
+                    f"orders[{i}]={order}: stage {i + 1} width {dim} (= base_dim * {2**i}): {err}"
+                ) from None
         feature_sizes = stage_feature_sizes(img_size, stem_stride)
         if min(feature_sizes[-1]) < 1:
-            raise ValueError(f"img_size {img_size} is too small for stem_stride {stem_stride}: the last stage would be empty")
+            raise ValueError(
+                f"img_size {img_size} is too small for stem_stride {stem_stride}: the last stage would be empty"
+            )
 
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -152,11 +158,16 @@ class HorNet(nn.Module):
 
         self.downsample_layers = nn.ModuleList()
         self.downsample_layers.append(
-            nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=stem_stride, stride=stem_stride), LayerNorm2d(dims[0], eps=1e-6))
+            nn.Sequential(
+                nn.Conv2d(in_chans, dims[0], kernel_size=stem_stride, stride=stem_stride),
+                LayerNorm2d(dims[0], eps=1e-6),
+            )
         )
         for i in range(1, NUM_STAGES):
             self.downsample_layers.append(
-                nn.Sequential(LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2))
+                nn.Sequential(
+                    LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)
+                )
             )
 
         total_blocks = sum(depths)

@@ -77,7 +77,9 @@ def _released(base_dim: int, mixers: tuple[str, ...], img_size: int = 224) -> Va
 
 
 def _small(base_dim: int, depths: tuple[int, ...], mixers: tuple[str, ...], description: str) -> Variant:
-    return Variant(base_dim, depths, mixers, img_size=32, stem_stride=2, crop_pct=1.0, released=False, description=description)
+    return Variant(
+        base_dim, depths, mixers, img_size=32, stem_stride=2, crop_pct=1.0, released=False, description=description
+    )
 
 
 VARIANTS: dict[str, Variant] = {

@@ -17,7 +17,9 @@ def gnconv_dims(dim: int, order: int) -> list[int]:
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be an integer >= 1; got {order!r}")
     if not isinstance(dim, int) or dim < 1 or dim % (2 ** (order - 1)):
-        raise ValueError(f"dim must be a positive multiple of 2^(order-1) = {2 ** (order - 1)} for order {order}; got {dim!r}")
+        raise ValueError(
+            f"dim must be a positive multiple of 2^(order-1) = {2 ** (order - 1)} for order {order}; got {dim!r}"
+        )
     return [dim // 2**i for i in range(order)][::-1]
 
 
@@ -58,9 +60,7 @@ class GnConv(nn.Module):
             self.dwconv = mixer(mixed_channels)
         else:
             raise ValueError(f"mixer must be a mixer name or a callable channels -> nn.Module; got {mixer!r}")
-        self.pws = nn.ModuleList(
-            nn.Conv2d(self.dims[i], self.dims[i + 1], kernel_size=1) for i in range(order - 1)
-        )
+        self.pws = nn.ModuleList(nn.Conv2d(self.dims[i], self.dims[i + 1], kernel_size=1) for i in range(order - 1))
         self.proj_out = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

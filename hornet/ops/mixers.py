@@ -13,11 +13,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d, trunc_normal_
-from timm.layers import register_notrace_function
+from timm.layers import LayerNorm2d, register_notrace_function, trunc_normal_
 from torch import nn
 
-__all__ = ["GlobalLocalFilter", "create_mixer", "filter_size_for", "parse_mixer", "MIXER_NAMES_HELP"]
+__all__ = ["MIXER_NAMES_HELP", "GlobalLocalFilter", "create_mixer", "filter_size_for", "parse_mixer"]
 
 MIXER_NAMES_HELP = "'dw<k>' with odd k >= 1 (e.g. dw3, dw7, dw13, dw31), '7x7' (alias of dw7) or 'gf'"
 _DEPTHWISE = re.compile(r"^dw(\d+)$")
