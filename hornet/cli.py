@@ -96,12 +96,90 @@ def _run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- hornet bench ----------------------------------------------------------------------------------------------------
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", metavar="MODEL", help="timm model names; ratios are against the first")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model")
+    parser.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default="32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds; models take turns in a shuffled order")
+    parser.add_argument("--steps", type=int, default=2, help="timed iterations per model per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per model first")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--peak", action="store_true", help="measure matmul peak GFLOP/s and report utilisation")
+    parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    import hornet  # noqa: F401  (registers the models)
+    from hornet.analysis.benchmark import BenchConfig, matmul_peak_gflops, run_benchmark
+    from hornet.analysis.report import render_table
+
+    check_model_names(args.names)
+    config = BenchConfig(
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        precision=args.precision,
+        device=args.device,
+        rounds=args.rounds,
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    console = Console(stderr=True)
+    peak = None
+    if args.peak:
+        dtypes = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+        peaks = {key: matmul_peak_gflops(dtypes[key], device=args.device) for key in ("32", args.precision)}
+        peak = peaks[args.precision]
+        console.print(
+            f"matmul peak: fp32 {peaks['32']:.0f} GFLOP/s, {args.precision} {peak:.0f} GFLOP/s", highlight=False
+        )
+    modes = ("train", "infer") if args.mode == "both" else (args.mode,)
+    with console.status("benchmarking") as status:
+        results = run_benchmark(
+            args.names, config, modes=modes, measure_memory=not args.no_memory, progress=status.update
+        )
+    first = {r.mode: r.img_per_s for r in results if r.model == args.names[0]}
+    rows = []
+    for r in results:
+        row = {
+            "model": r.model,
+            "mode": r.mode,
+            "img_s": round(r.img_per_s, 2),
+            "min_max": f"{min(r.img_per_s_all):.2f}-{max(r.img_per_s_all):.2f}",
+            "ratio": round(r.img_per_s / first[r.mode], 3),
+            "GMACs": float(f"{r.gmacs:.4g}"),
+            "peak_mem_MB": "-" if r.peak_mem_mb is None else round(r.peak_mem_mb),
+        }
+        if peak is not None:
+            achieved = 2 * r.gmacs * r.img_per_s * (3 if r.mode == "train" else 1)  # GFLOP/s; backward = 2x forward
+            row["GFLOP_s"] = round(achieved, 1)
+            row["util_%"] = round(100 * achieved / peak, 1)
+        rows.append(row)
+    title = (
+        f"batch {args.batch_size}, {args.img_size} px, precision {args.precision}, {args.device}"
+        f"{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''};"
+        f" median of {args.rounds} rounds"
+    )
+    render_table(rows, fmt=args.format, title=title)
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     s.name: s
     for s in (
         Subcommand(
             "profile", "params and MACs of timm models; --paper compares with Table 1", _profile_arguments, _run_profile
         ),
+        Subcommand("bench", "race models: img/s, peak memory, MACs, utilisation", _bench_arguments, _run_bench),
     )
 }
 

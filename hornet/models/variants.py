@@ -18,6 +18,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from hornet.models.convert import WEIGHT_CHOICES, checkpoint_filter_fn, read_released_checkpoint
 from hornet.models.hornet import HorNet, stage_feature_sizes
+from hornet.models.reference import ReferenceHorNet
 
 __all__ = ["VARIANTS", "Variant", "create_hornet"]
 
@@ -100,12 +101,19 @@ VARIANTS: dict[str, Variant] = {
     "hornet_nano_gf": _small(32, (2, 2, 6, 2), GF, "CPU-sized HorNet-GF for 28-64 px images (ablations)"),
 }
 
-default_cfgs = generate_default_cfgs({name: variant.default_cfg() for name, variant in VARIANTS.items()})
+# Each variant is registered twice: the optimized model under its own name and the plain transcription of the
+# released code (same keys, same function) under ``<name>_reference``, for benchmarks and equality tests.
+IMPLEMENTATIONS: dict[str, type[HorNet]] = {"": HorNet, "_reference": ReferenceHorNet}
+
+default_cfgs = generate_default_cfgs(
+    {name + suffix: variant.default_cfg() for name, variant in VARIANTS.items() for suffix in IMPLEMENTATIONS}
+)
 
 
 def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
-    """Build the registered variant ``name`` through timm (kwargs override the table's constructor arguments)."""
-    variant = VARIANTS[name]
+    """Build the registered model ``name`` through timm (kwargs override the table's constructor arguments)."""
+    suffix = "_reference" if name.endswith("_reference") else ""
+    variant, model_cls = VARIANTS[name.removesuffix(suffix)], IMPLEMENTATIONS[suffix]
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     weights = overlay.pop("weights", "raw")
     if weights not in WEIGHT_CHOICES:
@@ -125,7 +133,7 @@ def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
         overlay.setdefault("pool_size", stage_feature_sizes((height, width), model_args["stem_stride"])[-1])
     with torch.device(device or "cpu"):
         model = build_model_with_cfg(
-            HorNet,
+            model_cls,
             name,
             pretrained,
             pretrained_cfg_overlay=overlay or None,
@@ -145,10 +153,10 @@ def _register(name: str) -> None:
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{name}: HorNet variant {VARIANTS[name].model_args()}"
+    entrypoint.__doc__ = f"{name}: HorNet variant {VARIANTS[name.removesuffix('_reference')].model_args()}"
     setattr(sys.modules[__name__], name, entrypoint)
     register_model(entrypoint)
 
 
-for _name in VARIANTS:
+for _name in default_cfgs:
     _register(_name)

@@ -1,0 +1,214 @@
+"""Throughput, peak memory and model-FLOP utilisation of timm models, raced fairly.
+
+Models take turns in a shuffled order every round (after warm-up), so drift in machine speed hits all of them alike;
+the reported figure is the median over rounds. Peak memory on CPU comes from a fresh subprocess per model (the
+process maximum RSS never resets); on CUDA from ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import timm
+import torch
+from torch import nn
+
+from hornet.analysis.complexity import profile_model
+
+__all__ = ["PRECISIONS", "BenchConfig", "BenchResult", "matmul_peak_gflops", "run_benchmark"]
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+MODES = ("train", "infer")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch_size: int = 16
+    img_size: int = 224
+    channels_last: bool = False
+    compile: bool = False
+    precision: str = "32"
+    device: str = "cpu"
+    rounds: int = 5
+    steps: int = 2  # timed iterations per model per round
+    warmup: int = 2
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        for key in ("batch_size", "img_size", "rounds", "steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1; got {getattr(self, key)}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but CUDA is not available")
+
+
+@dataclass
+class BenchResult:
+    model: str
+    mode: str
+    img_per_s: float
+    img_per_s_all: list[float]
+    gmacs: float
+    peak_mem_mb: float | None = None
+
+
+def _autocast(config: BenchConfig) -> contextlib.AbstractContextManager:
+    device_type = torch.device(config.device).type
+    if config.precision == "bf16-mixed":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if config.precision == "16-mixed":
+        return torch.autocast(device_type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _build(name: str, config: BenchConfig) -> nn.Module:
+    kwargs = {"img_size": config.img_size} if name.startswith("hornet_") else {}
+    model = timm.create_model(name, **kwargs).to(config.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _make_step(model: nn.Module, mode: str, config: BenchConfig) -> Callable[[], None]:
+    """One timed unit of work: inference forward, or forward + loss + backward + AdamW step."""
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    x = torch.randn(config.batch_size, 3, config.img_size, config.img_size, device=config.device)
+    x = x.contiguous(memory_format=memory_format)
+    runner = torch.compile(model) if config.compile else model
+    if mode == "infer":
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), _autocast(config):
+                runner(x)
+
+        return step
+    model.train()
+    target = torch.randint(0, 1000, (config.batch_size,), device=config.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def step() -> None:
+        with _autocast(config):
+            loss = nn.functional.cross_entropy(runner(x), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(step: Callable[[], None], steps: int, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def run_benchmark(
+    names: Sequence[str],
+    config: BenchConfig,
+    *,
+    modes: Sequence[str] = MODES,
+    measure_memory: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchResult]:
+    """Race ``names`` in every mode; returns one result per (model, mode), in the order given."""
+    results = []
+    for mode in modes:
+        steps = {}
+        for name in names:
+            steps[name] = _make_step(_build(name, config), mode, config)
+            for _ in range(config.warmup):
+                steps[name]()
+        timings = {name: [] for name in names}
+        for round_index in range(config.rounds):
+            order = list(names)
+            random.Random(round_index).shuffle(order)
+            for name in order:
+                seconds = _time(steps[name], config.steps, config.device)
+                timings[name].append(config.batch_size * config.steps / seconds)
+            if progress:
+                progress(f"{mode}: round {round_index + 1}/{config.rounds}")
+        for name in names:
+            rates = timings[name]
+            gmacs = profile_model(name, img_size=config.img_size).gmacs
+            peak = measure_peak_memory(name, mode, config) if measure_memory else None
+            results.append(BenchResult(name, mode, statistics.median(rates), rates, gmacs, peak))
+        del steps
+    return results
+
+
+def measure_peak_memory(name: str, mode: str, config: BenchConfig) -> float:
+    """Peak memory (MB) of ``warmup`` steps of ``name``: CUDA max-allocated, or a fresh process's max RSS growth."""
+    if torch.device(config.device).type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(config.device)
+        step = _make_step(_build(name, config), mode, config)
+        step()
+        return torch.cuda.max_memory_allocated(config.device) / 2**20
+    payload = json.dumps({"name": name, "mode": mode, "config": asdict(config)})
+    result = subprocess.run(
+        [sys.executable, "-m", "hornet.analysis.benchmark", payload], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"memory probe for {name} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _memory_probe(payload: str) -> None:
+    import hornet  # noqa: F401  (registers the models in this fresh process)
+
+    spec = json.loads(payload)
+    config = BenchConfig(**spec["config"])
+    baseline = _current_rss_kib()  # steady footprint after imports, before the model exists
+    step = _make_step(_build(spec["name"], config), spec["mode"], config)
+    step()
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(max(peak - baseline, 0) / 1024)
+
+
+def _current_rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def matmul_peak_gflops(dtype: torch.dtype, *, device: str = "cpu", size: int = 2048, seconds: float = 1.0) -> float:
+    """Sustained GFLOP/s of a square matmul in ``dtype``: the machine's practical peak for MFU."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    count, elapsed = 0, 0.0
+    _sync(device)
+    start = time.perf_counter()
+    while elapsed < seconds:
+        a @ b
+        count += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    return 2 * size**3 * count / elapsed / 1e9
+
+
+if __name__ == "__main__":  # the per-model memory probe: python -m hornet.analysis.benchmark '<json>'
+    _memory_probe(sys.argv[1])

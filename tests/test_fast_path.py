@@ -1,0 +1,83 @@
+"""The optimized HorNet computes the released function: equal to the plain reference, forward and backward."""
+
+import pytest
+import timm
+import torch
+
+from hornet.cli import main
+
+
+def _pair(name, **kwargs):
+    fast = timm.create_model(name, **kwargs)
+    reference = timm.create_model(f"{name}_reference", **kwargs)
+    reference.load_state_dict(fast.state_dict())
+    with torch.no_grad():  # visible layer scales, so every branch matters
+        for model in (fast, reference):
+            for key, p in model.named_parameters():
+                if "gamma" in key:
+                    p.fill_(0.5)
+    return fast, reference
+
+
+def _assert_grads_close(fast, reference):
+    reference_params = dict(reference.named_parameters())
+    for key, p in fast.named_parameters():
+        expected = reference_params[key].grad
+        scale = expected.abs().max().clamp_min(1e-3)
+        assert (p.grad - expected).abs().max() / scale <= 1e-4, key
+
+
+@pytest.mark.parametrize("name", ["hornet_micro_7x7", "hornet_micro_gf"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_equals_reference_forward_and_backward(name, channels_last):
+    fast, reference = _pair(name, num_classes=10)
+    x = torch.randn(4, 3, 32, 32)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+        x_fast = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x_fast = x
+    y_fast, y_ref = fast(x_fast), reference(x)
+    assert (y_fast - y_ref).abs().max() <= 1e-4
+    y_fast.square().mean().backward()
+    y_ref.square().mean().backward()
+    _assert_grads_close(fast, reference)
+
+
+@pytest.mark.parametrize("name", ["hornet_tiny_7x7", "hornet_tiny_gf"])
+def test_fast_equals_reference_full_size(name):
+    fast, reference = _pair(name)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert (fast.eval()(x) - reference.eval()(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_compiled_tiny_model_matches_eager():
+    model = timm.create_model("hornet_micro_7x7", num_classes=10).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_bench_prints_the_expected_columns(capsys):
+    argv = ["bench", "hornet_micro_7x7", "hornet_micro_7x7_reference", "--img-size", "32", "--batch-size", "2"]
+    argv += ["--rounds", "1", "--steps", "1", "--warmup", "1", "--format", "csv", "--peak"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "model,mode,img_s,min_max,ratio,GMACs,peak_mem_MB,GFLOP_s,util_%"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("hornet_micro_7x7", "train"),
+        ("hornet_micro_7x7_reference", "train"),
+        ("hornet_micro_7x7", "infer"),
+        ("hornet_micro_7x7_reference", "infer"),
+    ]
+    assert all(float(r[2]) > 0 and float(r[6]) >= 0 and float(r[8]) > 0 for r in rows)
+    assert rows[0][4] == "1.0" and rows[2][4] == "1.0"
+
+
+def test_bench_rejects_bad_input(capsys):
+    assert main(["bench", "hornet_micro_7x7", "--batch-size", "0"]) == 2
+    assert "batch_size must be >= 1" in capsys.readouterr().err
