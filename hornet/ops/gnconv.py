@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hornet.ops.mixers import create_mixer
@@ -64,14 +65,30 @@ class GnConv(nn.Module):
         self.proj_out = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = self.proj_in(x)  # (B, 2C, H, W)
-        gate, mixed = torch.split(fused, self.split_sizes, dim=1)  # (B, d0, H, W), (B, sum(d), H, W)
-        mixed = self.dwconv(mixed) * self.scale
+        # proj_in as two convolutions over row blocks of its weight: each output is dense in x's memory format, so
+        # the mixer gets a dense input (a channel slice of channels_last memory would be copied first).
+        weight, bias = self.proj_in.weight, self.proj_in.bias
+        assert bias is not None  # always built with a bias; narrows Optional for TorchScript
+        d0 = self.split_sizes[0]
+        gate = F.conv2d(x, weight[:d0], bias[:d0])  # (B, d0, H, W)
+        mixed = F.conv2d(x, weight[d0:], bias[d0:])  # (B, sum(d), H, W)
+        mixed = self._mix_and_scale(mixed)
         gates = torch.split(mixed, self.dims, dim=1)  # n x (B, d_k, H, W)
         x = gate * gates[0]
         for k, pw in enumerate(self.pws):
             x = pw(x) * gates[k + 1]  # (B, d_{k+1}, H, W)
         return self.proj_out(x)
+
+    def _mix_and_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """``scale * mixer(x)``; a depthwise conv takes the scale in its weights (s*conv(x) = conv_{sW, sb}(x))."""
+        mixer = self.dwconv
+        if isinstance(mixer, nn.Conv2d):
+            bias = mixer.bias
+            if bias is not None:
+                return F.conv2d(
+                    x, mixer.weight * self.scale, bias * self.scale, padding=mixer.padding, groups=mixer.groups
+                )
+        return mixer(x) * self.scale
 
     def extra_repr(self) -> str:
         return f"order={self.order}, dims={self.dims}, scale={self.scale:.4g}"
