@@ -91,15 +91,16 @@ def test_parse_mixer():
 
 def test_gf_interleaves_local_and_global_channels():
     gf = GlobalLocalFilter(8, feature_size=(6, 6)).eval()
-    gf.post_norm = torch.nn.Identity()  # look at the interleaved halves directly
     x = torch.randn(2, 8, 6, 6)
     normed = gf.pre_norm(x)
     local = gf.dw(normed[:, :4])
     weight = torch.complex(gf.complex_weight[..., 0], gf.complex_weight[..., 1])
     global_ = torch.fft.irfft2(torch.fft.rfft2(normed[:, 4:], norm="ortho") * weight, s=(6, 6), norm="ortho")
-    out = gf(x)
-    torch.testing.assert_close(out[:, 0::2], local)
-    torch.testing.assert_close(out[:, 1::2], global_, rtol=1e-5, atol=1e-6)
+    interleaved = torch.empty(2, 8, 6, 6)
+    interleaved[:, 0::2], interleaved[:, 1::2] = local, global_
+    with torch.no_grad():
+        gf.post_norm.weight.copy_(torch.arange(1.0, 9.0))  # channel-specific, so any other order would show
+        torch.testing.assert_close(gf(x), gf.post_norm(interleaved), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [(6, 6), (9, 13), (14, 14), (5, 8)])

@@ -107,9 +107,13 @@ class GlobalLocalFilter(nn.Module):
         local, global_ = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, H, W), views
         local = self.dw(local)
         global_ = global_filter(global_, self.complex_weight).to(local.dtype)
-        # Interleave channel by channel as released: out[:, 0::2] = local, out[:, 1::2] = global.
-        x = torch.stack((local, global_), dim=2).reshape(batch, channels, height, width)  # (B, C/2, 2, H, W) -> NCHW
-        return self.post_norm(x)
+        # Interleave channel by channel as released (out[:, 0::2] = local, out[:, 1::2] = global), built channels-last
+        # so that the single copy (the stack) leaves the post-norm a dense (B, H, W, C) input.
+        x = torch.stack((local.permute(0, 2, 3, 1), global_.permute(0, 2, 3, 1)), dim=-1)  # (B, H, W, C/2, 2)
+        x = x.reshape(batch, height, width, channels)  # (B, H, W, C), a view
+        norm = self.post_norm
+        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W) in channels_last memory
 
     def extra_repr(self) -> str:
         half, height, freq_width, _ = self.complex_weight.shape
