@@ -104,6 +104,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
+    parser.add_argument("--grad-checkpointing", action="store_true", help="recompute activations in backward")
     parser.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default="32")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds; models take turns in a shuffled order")
@@ -127,6 +128,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         img_size=args.img_size,
         channels_last=args.channels_last,
         compile=args.compile,
+        grad_checkpointing=args.grad_checkpointing,
         precision=args.precision,
         device=args.device,
         rounds=args.rounds,
@@ -134,6 +136,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
     )
     console = Console(stderr=True)
+    if args.precision == "bf16-mixed" and config.device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        console.print(
+            "[yellow]warning:[/] this CPU has no native bf16 (AVX-512 BF16 / AMX); bf16-mixed runs emulated, slower than fp32"
+        )
     peak = None
     if args.peak:
         dtypes = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -166,7 +172,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         rows.append(row)
     title = (
         f"batch {args.batch_size}, {args.img_size} px, precision {args.precision}, {args.device}"
-        f"{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''};"
+        f"{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}"
+        f"{', grad checkpointing' if args.grad_checkpointing else ''};"
         f" median of {args.rounds} rounds"
     )
     render_table(rows, fmt=args.format, title=title)

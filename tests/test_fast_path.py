@@ -81,3 +81,39 @@ def test_bench_prints_the_expected_columns(capsys):
 def test_bench_rejects_bad_input(capsys):
     assert main(["bench", "hornet_micro_7x7", "--batch-size", "0"]) == 2
     assert "batch_size must be >= 1" in capsys.readouterr().err
+
+
+def _short_training_losses(precision_context, steps=8):
+    torch.manual_seed(0)
+    model = timm.create_model("hornet_micro_gf", num_classes=10, in_chans=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 1, 32, 32, generator=generator)
+    y = torch.randint(0, 10, (16,), generator=generator)
+    losses = []
+    for _ in range(steps):
+        with precision_context():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def test_bf16_mixed_training_tracks_fp32():
+    import contextlib
+
+    fp32 = _short_training_losses(contextlib.nullcontext)
+    bf16 = _short_training_losses(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert fp32[-1] < fp32[0]  # it learns
+    assert abs(bf16[-1] - fp32[-1]) / fp32[-1] < 0.02, (fp32, bf16)
+
+
+def test_grad_checkpointing_lowers_peak_memory():
+    from hornet.analysis.benchmark import BenchConfig, measure_peak_memory
+
+    config = dict(batch_size=8, img_size=64, rounds=1, steps=1)
+    plain = measure_peak_memory("hornet_nano_7x7", "train", BenchConfig(**config))
+    checkpointed = measure_peak_memory("hornet_nano_7x7", "train", BenchConfig(grad_checkpointing=True, **config))
+    assert checkpointed < 0.8 * plain, (plain, checkpointed)

@@ -36,6 +36,7 @@ class BenchConfig:
     img_size: int = 224
     channels_last: bool = False
     compile: bool = False
+    grad_checkpointing: bool = False
     precision: str = "32"
     device: str = "cpu"
     rounds: int = 5
@@ -76,6 +77,8 @@ def _build(name: str, config: BenchConfig) -> nn.Module:
     model = timm.create_model(name, **kwargs).to(config.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     return model
 
 
