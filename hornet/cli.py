@@ -138,7 +138,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if args.precision == "bf16-mixed" and config.device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         console.print(
-            "[yellow]warning:[/] this CPU has no native bf16 (AVX-512 BF16 / AMX); bf16-mixed runs emulated, slower than fp32"
+            "[yellow]warning:[/] this CPU has no native bf16 (AVX-512 BF16 / AMX): bf16-mixed runs emulated, "
+            "slower than fp32"
         )
     peak = None
     if args.peak:
