@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -180,20 +179,20 @@ def _memory_probe(payload: str) -> None:
 
     spec = json.loads(payload)
     config = BenchConfig(**spec["config"])
-    baseline = _current_rss_kib()  # steady footprint after imports, before the model exists
+    baseline = _proc_status_kib("VmRSS")  # steady footprint after imports, before the model exists
     step = _make_step(_build(spec["name"], config), spec["mode"], config)
     step()
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(max(peak - baseline, 0) / 1024)
+    # VmHWM is this process's own high-water mark (getrusage's maxrss would carry the parent's across exec)
+    print(max(_proc_status_kib("VmHWM") - baseline, 0) / 1024)
 
 
-def _current_rss_kib() -> int:
+def _proc_status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    raise RuntimeError(f"/proc/self/status has no {field} (peak memory on CPU needs Linux)")
 
 
 def matmul_peak_gflops(dtype: torch.dtype, *, device: str = "cpu", size: int = 2048, seconds: float = 1.0) -> float:
