@@ -8,9 +8,9 @@ Each subcommand is a ``Subcommand`` row (name, help, argument builder, runner). 
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
+from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ from rich.console import Console
 __all__ = ["UsageError", "main"]
 
 EXIT_USAGE = 2
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")  # parsed by LightningCLI (hornet.training)
 
 
 class UsageError(Exception):
@@ -35,14 +36,13 @@ class Subcommand:
 
 def check_model_names(names: Sequence[str]) -> None:
     """Raise UsageError for a name timm does not know, suggesting close matches."""
-    import timm
+    from hornet.models import check_model_name
 
-    known = timm.list_models()
     for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
-            raise UsageError(f"unknown model {name!r}{hint}")
+        try:
+            check_model_name(name, key="model")
+        except ValueError as err:
+            raise UsageError(str(err).removeprefix("model: ")) from None
 
 
 # --- hornet profile --------------------------------------------------------------------------------------------------
@@ -199,9 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hornet", description="HorNet / gnConv research toolkit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also HORNET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in LIGHTNING_SUBCOMMANDS:  # listed for --help; handled by LightningCLI (`hornet fit --help`)
+        sub.add_parser(name, help=f"LightningCLI {name} (see `hornet {name} --help`)", add_help=False)
     for command in SUBCOMMANDS.values():
         command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
     return parser
+
+
+def _run_lightning(argv: list[str]) -> int:
+    from hornet.training import HornetCLI
+
+    program, sys.argv = sys.argv, sys.argv[:1]  # arguments go through `args` only (LightningCLI warns about both)
+    try:
+        HornetCLI(args=argv)
+    finally:
+        sys.argv = program
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,15 +222,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = _debug_requested(argv)
     parser = build_parser()
     try:
+        if argv and argv[0] in LIGHTNING_SUBCOMMANDS:  # LightningCLI parses these itself
+            return _run_lightning([a for a in argv if a != "--debug"])
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
         return SUBCOMMANDS[args.command].run(args)
-    except (UsageError, ValueError, FileNotFoundError) as err:
+    except (UsageError, ValueError, FileNotFoundError, ArgumentError) as err:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]hornet: error:[/] {err}", highlight=False, soft_wrap=True)
+        message = " ".join(str(err).split())  # one line, whatever the source formatted
+        Console(stderr=True).print(f"[bold red]hornet: error:[/] {message}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
 
 

@@ -20,7 +20,7 @@ from hornet.models.convert import WEIGHT_CHOICES, checkpoint_filter_fn, read_rel
 from hornet.models.hornet import HorNet, stage_feature_sizes
 from hornet.models.reference import ReferenceHorNet
 
-__all__ = ["VARIANTS", "Variant", "create_hornet"]
+__all__ = ["VARIANTS", "Variant", "check_model_name", "create_hornet"]
 
 DW7 = ("dw7", "dw7", "dw7", "dw7")
 GF = ("dw7", "dw7", "gf", "gf")  # GF in stages 3-4, as released
@@ -145,6 +145,19 @@ def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
         model = model.to(dtype)
     model.pretrained_cfg["state_dict"] = None  # the weights are in the model now; do not keep a second copy
     return model
+
+
+def check_model_name(name: str, *, key: str = "model") -> None:
+    """Raise a ValueError for a name timm does not know, suggesting close matches."""
+    import difflib
+
+    import timm
+
+    known = timm.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ValueError(f"{key}: unknown model {name!r}{hint}")
 
 
 def _register(name: str) -> None:

@@ -1,0 +1,5 @@
+"""LightningModules."""
+
+from hornet.lit.classification import ClassificationModule
+
+__all__ = ["ClassificationModule"]

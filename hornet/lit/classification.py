@@ -1,0 +1,223 @@
+"""Image classification as a LightningModule: any timm backbone, the released HorNet recipe as plain hyperparameters."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import grad_norm
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from timm.utils import ModelEmaV3
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from hornet.models import check_model_name
+
+__all__ = ["ClassificationModule"]
+
+PAPER_BATCH = 4096  # the released recipe's lr is quoted for this total batch
+
+
+class ClassificationModule(L.LightningModule):
+    """Train and evaluate an image classifier.
+
+    Args:
+        backbone: a timm model name (``hornet_tiny_gf``, ``convnext_tiny``, ...) or a module.
+        backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``orders``, ``mixers``).
+        num_classes, in_chans, img_size: set from the data (linked by the CLI), never written twice.
+        lr: peak learning rate (absolute, or per 4096 images with ``lr_scaling: linear``).
+        lr_scaling: ``none``, or ``linear``: lr x global batch / 4096 (the paper's rule).
+        weight_decay: AdamW decay of every parameter with more than one dimension (as released: the GF filter is
+            decayed; norms, biases and layer-scale gammas are not).
+        warmup_epochs: linear warm-up (fractional epochs allowed), then cosine per step down to ``min_lr``.
+        layer_decay: layer-wise lr decay through the backbone's ``group_matcher`` (null = off).
+        mixup, cutmix: timm Mixup / CutMix alphas (0 = off), switch prob 0.5, with a soft-target loss.
+        label_smoothing: label smoothing of the targets.
+        ema_decay: EMA of the weights with timm's ModelEmaV3 (warm-up on); validated and tested beside the raw weights.
+        drop_path_rate: stochastic depth of the backbone (set only here).
+        channels_last, compile, grad_checkpointing: speed and memory switches.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str | nn.Module = "hornet_micro_gf",
+        backbone_kwargs: dict | None = None,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        img_size: int = 32,
+        lr: float = 2e-3,
+        lr_scaling: Literal["none", "linear"] = "none",
+        weight_decay: float = 0.05,
+        warmup_epochs: float = 1.0,
+        min_lr: float = 1e-6,
+        layer_decay: float | None = None,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        label_smoothing: float = 0.0,
+        ema_decay: float | None = None,
+        drop_path_rate: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr must be > 0; got {lr}")
+        if lr_scaling not in ("none", "linear"):
+            raise ValueError(f"model.lr_scaling must be 'none' or 'linear'; got {lr_scaling!r}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"model.label_smoothing must be in [0, 1); got {label_smoothing}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"model.ema_decay must be in (0, 1) or null; got {ema_decay}")
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f"model.layer_decay must be in (0, 1] or null; got {layer_decay}")
+        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        if isinstance(backbone, nn.Module):
+            self.backbone = backbone
+        else:
+            check_model_name(backbone, key="model.backbone")
+            kwargs = dict(backbone_kwargs or {})
+            if backbone.startswith("hornet_"):
+                kwargs.setdefault("img_size", img_size)
+            self.backbone = timm.create_model(
+                backbone, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate, **kwargs
+            )
+        if grad_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()  # in place: the state-dict keys stay those of the backbone
+        self.ema = ModelEmaV3(self.backbone, decay=ema_decay, use_warmup=True) if ema_decay else None
+        self.mixup = (
+            Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
+            if mixup > 0 or cutmix > 0
+            else None
+        )
+        self.train_loss = (
+            SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        )
+        top5 = min(5, num_classes)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_{k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+                for split in ("train", "val", "val_ema", "test", "test_ema")
+                for k, top_k in (("top1", 1), ("top5", top5))
+            }
+        )
+        self._batch_start = 0.0
+
+    # --- forward ---------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    # --- training --------------------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        targets = y
+        if self.mixup is not None:
+            if len(x) % 2:
+                raise ValueError(f"Mixup/CutMix need an even batch size; data.batch_size gives {len(x)}")
+            x, targets = self.mixup(x, y)
+        logits = self(x)
+        loss = self.train_loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.global_step}; try a lower model.lr, "
+                "gradient clipping (trainer.gradient_clip_val) or precision 32"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        for k in ("top1", "top5"):
+            self.metrics[f"train_{k}"](logits.detach(), y)
+            self.log(f"train/{k}", self.metrics[f"train_{k}"], on_step=False, on_epoch=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = grad_norm(self.backbone, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.backbone, step=self.global_step)
+        seconds = time.perf_counter() - self._batch_start
+        if seconds > 0:
+            self.log("train/img_s", len(batch[0]) / seconds, on_step=True, on_epoch=False)
+        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
+
+    # --- evaluation ------------------------------------------------------------------------------------------------
+    def _evaluate(self, batch, split: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{split}/loss", F.cross_entropy(logits, y), prog_bar=split == "val", sync_dist=True)
+        models = [("", logits)]
+        if self.ema is not None:
+            ema_input = x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+            models.append(("_ema", self.ema.module(ema_input)))
+        for suffix, out in models:
+            for k in ("top1", "top5"):
+                metric = self.metrics[f"{split}{suffix}_{k}"]
+                metric(out, y)
+                self.log(f"{split}/{k}{suffix}", metric, prog_bar=(k == "top1"), on_epoch=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        model = self.ema.module if self.ema is not None else self.backbone
+        probs = model(x).softmax(dim=-1)
+        top = probs.topk(min(5, probs.shape[-1]), dim=-1)
+        return {"indices": top.indices, "probs": top.values}
+
+    # --- optimisation ----------------------------------------------------------------------------------------------
+    @property
+    def effective_lr(self) -> float:
+        lr = self.hparams.lr
+        if self.hparams.lr_scaling == "linear":
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            batch = getattr(datamodule, "global_batch_size", None)
+            if batch is None:
+                raise ValueError("model.lr_scaling 'linear' needs a datamodule with a global_batch_size")
+            lr = lr * batch / PAPER_BATCH
+        return lr
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.layer_decay is not None:
+            groups = param_groups_layer_decay(self.backbone, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay)
+        else:
+            groups = param_groups_weight_decay(self.backbone, weight_decay=hp.weight_decay)
+        lr = self.effective_lr
+        for group in groups:
+            group["lr"] = lr * group.pop("lr_scale", 1.0)
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        warmup = min(int(hp.warmup_epochs * steps_per_epoch), total - 1)
+        floor = min(hp.min_lr / lr, 1.0)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(total - warmup, 1)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,229 @@
+"""`hornet fit|validate|test|predict`: LightningCLI with deterministic run directories and one error contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from hornet.cli import LIGHTNING_SUBCOMMANDS, UsageError
+from hornet.data import ClassificationDataModule
+from hornet.lit import ClassificationModule
+
+__all__ = ["DEFAULT_CONFIG", "HornetCLI"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "lightning_cli.yaml"
+BEST_PREFIX = "best-"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def run_metadata(seed: int | None) -> dict:
+    """What reproduces a run: commit, package versions, hardware, threads, argv, seed."""
+    versions = {}
+    for package in ("torch", "lightning", "timm", "torchmetrics", "jsonargparse", "hornet"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "commit": _git("rev-parse", "HEAD") or None,
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "versions": versions,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "argv": sys.argv,
+        "seed": seed,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger whose ``metrics.csv`` survives a resume (Lightning's writer deletes an existing file)."""
+
+    def __init__(self, *args, keep_existing: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_existing = keep_existing
+
+    @property
+    def experiment(self):
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        previous = path.read_text() if self.keep_existing and path.is_file() else None
+        writer = super().experiment
+        if previous:
+            path.write_text(previous)
+            writer.metrics_keys = sorted(next(csv.reader([previous.splitlines()[0]])))
+        return writer
+
+
+class HornetCLI(LightningCLI):
+    """LightningCLI for ClassificationModule + any ClassificationDataModule, writing to ``runs/<run_name>/``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        parser_kwargs = {
+            "parser_mode": "omegaconf+",
+            "exit_on_error": False,
+            **{sub: {"default_config_files": [str(DEFAULT_CONFIG)]} for sub in LIGHTNING_SUBCOMMANDS},
+        }
+        super().__init__(
+            ClassificationModule,
+            ClassificationDataModule,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=parser_kwargs,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_name", type=str | None, default=None, help="runs/<run_name>/ (default: config stem)")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="parent folder of the run directories")
+        for key in ("num_classes", "in_chans", "img_size"):
+            parser.link_arguments(
+                "data", f"model.{key}", compute_fn=lambda dm, key=key: getattr(dm, key), apply_on="instantiate"
+            )
+
+    # --- run directory -----------------------------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        config = self.config[self.subcommand]
+        name = config.get("run_name")
+        if not name:
+            configs = [c for c in (config.get("config") or []) if c and Path(str(c)).resolve() != DEFAULT_CONFIG]
+            name = Path(str(configs[-1])).stem if configs else "default"
+        return Path(config.get("runs_dir") or "runs") / name
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        run_dir = self.run_dir
+        trainer_config = self.config_init[self.subcommand]["trainer"]
+        if trainer_config.get("logger") in (None, True):
+            resuming = self.config[self.subcommand].get("ckpt_path") is not None
+            kwargs["logger"] = ResumableCSVLogger(
+                save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=resuming
+            )
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        callbacks = [
+            ModelCheckpoint(
+                dirpath=str(run_dir / "checkpoints"),
+                filename=BEST_PREFIX + "epoch{epoch:03d}-top1{val/top1:.4f}",
+                auto_insert_metric_name=False,
+                monitor="val/top1",
+                mode="max",
+                save_top_k=1,
+            ),
+            # the newest epoch, with last.ckpt linked to it (Lightning writes "last" only beside a saved checkpoint)
+            ModelCheckpoint(
+                dirpath=str(run_dir / "checkpoints"),
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                monitor=None,
+                save_top_k=1,
+                save_last="link",
+            ),
+        ]
+        if trainer_config.get("enable_progress_bar") is not False:
+            callbacks.append(RichProgressBar(leave=True))
+        if trainer_config.get("enable_model_summary") is not False:
+            callbacks.append(RichModelSummary(max_depth=1))
+        self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
+        return super().instantiate_trainer(**kwargs)
+
+    def _checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _resolve_ckpt_path(self, *, default_best: bool) -> None:
+        config = self.config_init[self.subcommand]  # what the subcommand is called with
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            path = self._checkpoints() / "last.ckpt"
+            if not path.is_file():
+                raise UsageError(f"--ckpt_path last: no {path} to resume from (run `hornet fit` for this run first)")
+            config["ckpt_path"] = str(path)
+        elif ckpt_path in (None, "best") and default_best:
+            best = sorted(self._checkpoints().glob(BEST_PREFIX + "*.ckpt"))
+            if not best:
+                raise UsageError(
+                    f"no checkpoint in {self._checkpoints()}: fit this run first, or pass --ckpt_path FILE"
+                )
+            config["ckpt_path"] = str(best[-1])
+        elif ckpt_path is not None and not Path(ckpt_path).is_file():
+            raise UsageError(f"--ckpt_path {ckpt_path!r}: no such checkpoint file")
+
+    def before_fit(self) -> None:
+        self._resolve_ckpt_path(default_best=False)
+        if self.trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            meta = run_metadata(self.config[self.subcommand].get("seed_everything"))
+            (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path(default_best=True)
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path(default_best=True)
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path(default_best=True)
+
+    def _report(self, what: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items() if "/" in k}
+        print(f"hornet {what}: run directory {self.run_dir}", file=sys.stderr)
+        print(f"  logs: {self.run_dir / 'metrics.csv'}  config: {self.run_dir / 'config.yaml'}", file=sys.stderr)
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_path:
+            print(f"  best checkpoint: {checkpoint.best_model_path}", file=sys.stderr)
+        if metrics:
+            print("  " + "  ".join(f"{k}={v}" for k, v in sorted(metrics.items())), file=sys.stderr)
+
+    def after_fit(self) -> None:
+        self._report("fit")
+
+    def after_validate(self) -> None:
+        self._report("validate")
+
+    def after_test(self) -> None:
+        self._report("test")
+
+    def predict(self, model, datamodule=None, ckpt_path=None, **kwargs) -> None:
+        predictions = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=True)
+        if not self.trainer.is_global_zero:
+            return
+        classes = getattr(datamodule, "classes", None)
+        path = self.run_dir / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            k = predictions[0]["indices"].shape[-1]
+            writer.writerow(["index"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob")])
+            row = 0
+            for batch in predictions:
+                for indices, probs in zip(batch["indices"].tolist(), batch["probs"].tolist()):
+                    names = [classes[i] if classes else i for i in indices]
+                    writer.writerow([row] + [v for pair in zip(names, (round(p, 5) for p in probs)) for v in pair])
+                    row += 1
+        print(f"hornet predict: {row} predictions written to {path}", file=sys.stderr)
