@@ -22,7 +22,7 @@ data:
 	else echo "note: install Debian's dataset-fashion-mnist (as root) or set HORNET_DATA_DIR to a Fashion-MNIST copy"; fi
 
 run: setup
-	$(VENV)/bin/hornet profile --paper
+	$(VENV)/bin/hornet fit && $(VENV)/bin/hornet test
 
 test: setup
 	$(PY) -m pytest -m "" --durations=25

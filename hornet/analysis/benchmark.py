@@ -195,7 +195,7 @@ def _proc_status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field} (peak memory on CPU needs Linux)")
 
 
-def matmul_peak_gflops(dtype: torch.dtype, *, device: str = "cpu", size: int = 2048, seconds: float = 1.0) -> float:
+def matmul_peak_gflops(dtype: torch.dtype, *, device: str = "cpu", size: int = 1024, seconds: float = 1.0) -> float:
     """Sustained GFLOP/s of a square matmul in ``dtype``: the machine's practical peak for MFU."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)

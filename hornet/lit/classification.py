@@ -114,6 +114,7 @@ class ClassificationModule(L.LightningModule):
             }
         )
         self._batch_start = 0.0
+        self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)  # for the model summary's FLOPs
 
     # --- forward ---------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
