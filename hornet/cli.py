@@ -12,7 +12,7 @@ import os
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from rich.console import Console
 
@@ -123,18 +123,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     from hornet.analysis.report import render_table
 
     check_model_names(args.names)
-    config = BenchConfig(
-        batch_size=args.batch_size,
-        img_size=args.img_size,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        grad_checkpointing=args.grad_checkpointing,
-        precision=args.precision,
-        device=args.device,
-        rounds=args.rounds,
-        steps=args.steps,
-        warmup=args.warmup,
-    )
+    config = BenchConfig(**{field.name: getattr(args, field.name) for field in fields(BenchConfig)})
     console = Console(stderr=True)
     if args.precision == "bf16-mixed" and config.device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         console.print(

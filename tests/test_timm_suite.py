@@ -36,11 +36,6 @@ def _input_size(model, target):
     return tuple(min(s, target) for s in size) if max(size) > target else size
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_grad_threads():
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_model_forward(name):
     model = timm.create_model(name).eval()

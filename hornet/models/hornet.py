@@ -53,11 +53,11 @@ class HorBlock(nn.Module):
             self.gamma2 = None
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.drop_path_rate = drop_path
-        self.gamma1_shape = [1, dim, 1, 1]  # per-channel scale of a (B, C, H, W) branch
+        self.channel_shape = [1, dim, 1, 1]  # per-channel scale of a (B, C, H, W) branch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C, H, W)
-        x = self._residual(x, self.gnconv(self.norm1(x)), self.gamma1, self.gamma1_shape)
+        x = self._residual(x, self.gnconv(self.norm1(x)), self.gamma1, self.channel_shape)
         y = self.norm2(x.permute(0, 2, 3, 1))  # (B, H, W, C): a free view when x is channels_last
         if torch.is_grad_enabled():
             y = self.pwconv2(self.act(self.pwconv1(y))).permute(0, 3, 1, 2)  # matmuls: the faster backward
@@ -65,7 +65,7 @@ class HorBlock(nn.Module):
             y = y.permute(0, 3, 1, 2)  # (B, C, H, W) channels_last
             y = self.act(F.conv2d(y, self.pwconv1.weight[:, :, None, None], self.pwconv1.bias))
             y = F.conv2d(y, self.pwconv2.weight[:, :, None, None], self.pwconv2.bias)
-        return self._residual(x, y, self.gamma2, self.gamma1_shape)
+        return self._residual(x, y, self.gamma2, self.channel_shape)
 
     def _residual(
         self, x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor | None, shape: list[int]

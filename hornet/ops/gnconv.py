@@ -53,7 +53,6 @@ class GnConv(nn.Module):
         self.order = order
         self.scale = float(scale)
         mixed_channels = sum(self.dims)
-        self.split_sizes = [self.dims[0], mixed_channels]  # proj_in output: gate p0 | features to mix
         self.proj_in = nn.Conv2d(dim, 2 * dim, kernel_size=1)
         if isinstance(mixer, str):
             self.dwconv = create_mixer(mixer, mixed_channels, feature_size=feature_size)
@@ -69,7 +68,7 @@ class GnConv(nn.Module):
         # the mixer gets a dense input (a channel slice of channels_last memory would be copied first).
         weight, bias = self.proj_in.weight, self.proj_in.bias
         assert bias is not None  # always built with a bias; narrows Optional for TorchScript
-        d0 = self.split_sizes[0]
+        d0 = self.dims[0]  # proj_in output: gate p0 | features to mix
         gate = F.conv2d(x, weight[:d0], bias[:d0])  # (B, d0, H, W)
         mixed = F.conv2d(x, weight[d0:], bias[d0:])  # (B, sum(d), H, W)
         mixed = self._mix_and_scale(mixed)
