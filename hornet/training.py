@@ -120,9 +120,10 @@ class HornetCLI(LightningCLI):
         run_dir = self.run_dir
         trainer_config = self.config_init[self.subcommand]["trainer"]
         if trainer_config.get("logger") in (None, True):
-            resuming = self.config[self.subcommand].get("ckpt_path") is not None
+            # only a fresh fit starts metrics.csv anew; resuming, validate and test append to the run's log
+            fresh = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is None
             kwargs["logger"] = ResumableCSVLogger(
-                save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=resuming
+                save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=not fresh
             )
         kwargs.setdefault("default_root_dir", str(run_dir))
         callbacks = [
@@ -210,20 +211,26 @@ class HornetCLI(LightningCLI):
         self._report("test")
 
     def predict(self, model, datamodule=None, ckpt_path=None, **kwargs) -> None:
+        """Top-5 classes and probabilities per image into ``<run>/predictions.csv`` (file names for a folder)."""
         predictions = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=True)
         if not self.trainer.is_global_zero:
             return
         classes = getattr(datamodule, "classes", None)
+        loaders = self.trainer.predict_dataloaders
+        dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
+        names = datamodule.predict_names(dataset) if datamodule is not None else None
         path = self.run_dir / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             k = predictions[0]["indices"].shape[-1]
-            writer.writerow(["index"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob")])
+            columns = [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob")]
+            writer.writerow(["file" if names else "index", *columns])
             row = 0
             for batch in predictions:
                 for indices, probs in zip(batch["indices"].tolist(), batch["probs"].tolist()):
-                    names = [classes[i] if classes else i for i in indices]
-                    writer.writerow([row] + [v for pair in zip(names, (round(p, 5) for p in probs)) for v in pair])
+                    labels = [classes[i] if classes else i for i in indices]
+                    pairs = [v for pair in zip(labels, (round(p, 5) for p in probs)) for v in pair]
+                    writer.writerow([names[row] if names else row, *pairs])
                     row += 1
         print(f"hornet predict: {row} predictions written to {path}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """`hornet fit|validate|test|predict`: configs, outputs, resuming, the classification module and the DataModules."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import yaml
 
 from hornet.cli import main
 from hornet.data import FashionMNISTDataModule, SyntheticDataModule
-from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST, random_crop_flip, read_idx
+from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST, read_idx
+from hornet.data.in_memory import random_crop_flip
 from hornet.lit import ClassificationModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,12 +97,30 @@ def test_ckpt_path_last_without_a_checkpoint_is_an_error(tmp_path, capsys):
 def test_test_uses_the_best_checkpoint_and_predict_writes_csv(tmp_path, capsys):
     assert _fit(tmp_path, "--model.ema_decay", "0.9") == 0
     common = [*SYNTHETIC, "--model.ema_decay", "0.9", "--runs_dir", str(tmp_path), "--run_name", "run"]
+    fit_rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert main(["test", *common]) == 0
     err = capsys.readouterr().err
     assert "test/top1=" in err and "test/top1_ema=" in err
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) == len(fit_rows)  # the fit's rows are kept, the test's row appended
+    assert rows[0]["train/loss_step"] and float(rows[-1]["test/top1"]) >= 0 and "test/top1_ema" in rows[-1]
     assert main(["predict", *common]) == 0
     rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,class1,prob1,class2,prob2,class3,prob3,class4,prob4,class5,prob5" and len(rows) == 33
+
+
+def test_a_fit_checkpoint_loads_into_timm_raw_or_ema(tmp_path):
+    import timm
+
+    assert _fit(tmp_path, "--model.ema_decay", "0.9", "--trainer.max_epochs", "1") == 0
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=False)["state_dict"]
+    for weights, prefix in (("raw", "backbone."), ("ema", "ema.module.")):
+        overlay = dict(file=str(path), weights=weights)
+        model = timm.create_model("hornet_micro_7x7", pretrained=True, pretrained_cfg_overlay=overlay, num_classes=10)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, state[prefix + key], rtol=0, atol=0)
+    assert not torch.equal(state["backbone.head.weight"], state["ema.module.head.weight"])
 
 
 def test_test_without_any_checkpoint_is_an_error(tmp_path, capsys):
@@ -232,3 +252,58 @@ def test_short_fit_on_a_fashion_mnist_slice(tmp_path):
         float(r.split(",")[header.index("val/top1")]) for r in metrics[1:] if r.split(",")[header.index("val/top1")]
     ]
     assert top1 and top1[-1] > 0.3  # 1024 images, one epoch: far above chance (0.1)
+
+
+PAPER_1K = {  # REFERENCE.md: drop path, clip, RandAugment magnitude
+    "hornet_tiny_7x7": (0.2, 100, 9),
+    "hornet_tiny_gf": (0.2, 1, 9),
+    "hornet_small_7x7": (0.4, 5, 9),
+    "hornet_small_gf": (0.4, 1, 12),
+    "hornet_base_7x7": (0.5, 5, 9),
+    "hornet_base_gf": (0.5, 1, 15),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_1K))
+def test_paper_imagenet_1k_recipes(name):
+    config = yaml.safe_load((ROOT / "experiments" / "paper" / f"{name}.yaml").read_text())
+    trainer, model, data = config["trainer"], config["model"], config["data"]["init_args"]
+    drop_path, clip, magnitude = PAPER_1K[name]
+    global_batch = trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] * data["batch_size"]
+    assert global_batch == 4096 and model["lr"] == 4e-3 and model["lr_scaling"] == "linear"
+    assert (model["drop_path_rate"], trainer["gradient_clip_val"]) == (drop_path, clip)
+    assert data["auto_augment"] == f"rand-m{magnitude}-mstd0.5-inc1" and data["re_prob"] == 0.25
+    assert (model["weight_decay"], model["warmup_epochs"], model["min_lr"], trainer["max_epochs"]) == (
+        0.05,
+        20,
+        1e-6,
+        300,
+    )
+    assert (model["mixup"], model["cutmix"], model["label_smoothing"], model["ema_decay"]) == (0.8, 1.0, 0.1, 0.9999)
+    assert model["backbone"] == name
+
+
+def test_paper_large_22k_and_384_finetune_recipes():
+    pre = yaml.safe_load((ROOT / "experiments" / "paper" / "hornet_large_gf_in22k.yaml").read_text())
+    t, m, d = pre["trainer"], pre["model"], pre["data"]["init_args"]
+    assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 4096
+    assert (t["max_epochs"], m["weight_decay"], m["warmup_epochs"], m["drop_path_rate"], t["gradient_clip_val"]) == (
+        90,
+        0.1,
+        5,
+        0.2,
+        1,
+    )
+    ft = yaml.safe_load((ROOT / "experiments" / "paper" / "hornet_large_gf_img384_ft1k.yaml").read_text())
+    t, m, d = ft["trainer"], ft["model"], ft["data"]["init_args"]
+    assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 512
+    assert (m["lr"], m["lr_scaling"], m["weight_decay"], m["warmup_epochs"], m["layer_decay"]) == (
+        5e-5,
+        "none",
+        1e-8,
+        0,
+        0.7,
+    )
+    assert (t["max_epochs"], m["drop_path_rate"], t["gradient_clip_val"], m["ema_decay"]) == (30, 0.4, 1, 0.9999)
+    assert m.get("mixup", 0) == 0 and m.get("cutmix", 0) == 0 and d["img_size"] == 384
+    assert m["backbone"] == "hornet_large_gf_img384" and m["backbone_kwargs"]["pretrained"] is True

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
+from pathlib import Path
 
 import lightning as L
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision.transforms import functional as TF
 
-__all__ = ["ClassificationDataModule", "EpochShuffleSampler", "run_seed", "split_train_val"]
+__all__ = ["ClassificationDataModule", "EpochShuffleSampler", "ImageFiles", "run_seed", "split_train_val"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def run_seed() -> int:
@@ -48,17 +53,39 @@ def split_train_val(dataset: Dataset, val_size: int, split_seed: int) -> tuple[S
     return Subset(dataset, order[val_size:]), Subset(dataset, order[:val_size])
 
 
+class ImageFiles(Dataset):
+    """Every image file under ``root`` (recursively, sorted), for prediction: yields (image tensor, index)."""
+
+    def __init__(self, root: str | os.PathLike, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.predict_dir {str(self.root)!r} is not a folder")
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise FileNotFoundError(f"data.predict_dir {str(self.root)!r} holds no images ({suffixes})")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.files[index]) as image:
+            return self.transform(image), index
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Base for the image-classification DataModules.
 
     Subclasses set ``num_classes``, ``in_chans`` and the datasets ``train_set``, ``val_set``, ``test_set`` in
     ``setup``. ``batch_size`` is per device; ``global_batch_size`` multiplies in devices, nodes and accumulation.
+    ``hornet predict`` reads ``predict_dir`` (a folder of images, through ``eval_transform``) or else the test split.
     """
 
     num_classes: int
     in_chans: int
 
-    def __init__(self, *, batch_size: int, num_workers: int, img_size: int) -> None:
+    def __init__(self, *, batch_size: int, num_workers: int, img_size: int, predict_dir: str | None = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer; got {batch_size}")
@@ -69,6 +96,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.img_size = img_size
+        self.predict_dir = predict_dir
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -102,5 +130,20 @@ class ClassificationDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
 
+    def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL image -> model input (C, img_size, img_size), as the evaluation data is prepared."""
+        mode = "L" if self.in_chans == 1 else "RGB"
+        return lambda image: TF.to_tensor(image.convert(mode).resize((self.img_size, self.img_size), Image.BILINEAR))
+
+    @property
+    def predict_set(self) -> Dataset:
+        if self.predict_dir is not None:
+            return ImageFiles(self.predict_dir, self.eval_transform())
+        return self.test_set
+
+    def predict_names(self, dataset: Dataset) -> list[str] | None:
+        """The file of each predicted row when predicting a folder (None for the test split: rows are indices)."""
+        return [str(p) for p in dataset.files] if isinstance(dataset, ImageFiles) else None
+
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader(self.predict_set, train=False)

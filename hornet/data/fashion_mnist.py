@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
 
-from hornet.data.base import ClassificationDataModule, run_seed, split_train_val
+from hornet.data.in_memory import InMemoryDataModule
 
 __all__ = ["DEBIAN_FASHION_MNIST", "FashionMNISTDataModule", "read_idx", "resolve_fashion_mnist_root"]
 
@@ -97,22 +95,26 @@ def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-class FashionMNISTDataModule(ClassificationDataModule):
-    """Fashion-MNIST (10 classes, 1 channel), padded or resized to ``img_size``.
+class FashionMNISTDataModule(InMemoryDataModule):
+    """Fashion-MNIST (10 classes, 1 channel, 28 px), padded or resized to ``img_size``.
 
     Args:
         root: folder with the IDX files; None searches $HORNET_DATA_DIR, then the Debian package's folder.
         batch_size: per device.
         num_workers: loader processes (0 is fastest here: the data is an in-memory tensor).
-        img_size: 28 keeps the images as they are, larger sizes zero-pad up to 36 px and resize beyond.
+        img_size: 28 keeps the images as they are; 29-36 zero-pads symmetrically; other sizes resize.
         val_size: images carved from the training set for validation, by ``split_seed``.
+        split_seed: seed of that split, independent of the run seed.
         augment: random crop (4 px padding) and horizontal flip on training batches.
         download: fetch the files with torchvision when they are nowhere on disk.
         limit_train: use only the first N training images after the split (quick runs and tests).
+        predict_dir: a folder of image files for ``hornet predict`` (default: the test split).
     """
 
     num_classes = 10
     in_chans = 1
+    native_size = 28
+    mean, std = (MEAN,), (STD,)
     classes = CLASSES
 
     def __init__(
@@ -127,58 +129,25 @@ class FashionMNISTDataModule(ClassificationDataModule):
         augment: bool = True,
         download: bool = False,
         limit_train: int | None = None,
+        predict_dir: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            img_size=img_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            augment=augment,
+            limit_train=limit_train,
+            predict_dir=predict_dir,
+        )
         self.root = root
-        self.val_size = val_size
-        self.split_seed = split_seed
-        self.augment = augment
         self.download = download
-        self.limit_train = limit_train
 
     def prepare_data(self) -> None:
         resolve_fashion_mnist_root(self.root, download=self.download)
 
-    def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
-        x = images.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
-        if self.img_size != 28:
-            pad = self.img_size - 28
-            if 0 < pad <= 8:  # pad symmetrically: 32 px keeps every pixel and gives stage maps 16/8/4/2
-                x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-            else:
-                x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        return TensorDataset((x - MEAN) / STD, labels)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         root = resolve_fashion_mnist_root(self.root, download=self.download)
-        train = self._dataset(*load_split(root, "train"))
-        self.train_set, self.val_set = split_train_val(train, self.val_size, self.split_seed)
-        if self.limit_train is not None:
-            self.train_set = torch.utils.data.Subset(self.train_set, range(min(self.limit_train, len(self.train_set))))
-        self.test_set = self._dataset(*load_split(root, "test"))
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if not (self.augment and self.trainer is not None and self.trainer.training):
-            return batch
-        x, y = batch
-        # seeded by (run seed, step): a resumed run draws the same augmentations as an uninterrupted one
-        generator = torch.Generator(device=x.device).manual_seed(run_seed() * 1_000_003 + self.trainer.global_step)
-        return random_crop_flip(x, padding=4, fill=-MEAN / STD, generator=generator), y
-
-
-def random_crop_flip(
-    x: torch.Tensor, *, padding: int, fill: float = 0.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Per-image random translation by up to ``padding`` px and horizontal flip, on a (B, C, H, W) batch."""
-    batch, _, height, width = x.shape
-    padded = F.pad(x, (padding,) * 4, value=fill).permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
-    dy = torch.randint(0, 2 * padding + 1, (batch,), device=x.device, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (batch,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(height, device=x.device))[:, :, None]  # (B, H, 1)
-    cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, :]  # (B, 1, W)
-    batch_index = torch.arange(batch, device=x.device)[:, None, None]  # (B, 1, 1)
-    out = padded[batch_index, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-    flip = torch.rand(batch, device=x.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+        images, labels = load_split(root, split)
+        return images.unsqueeze(1), labels  # (N, 1, 28, 28) uint8, (N,)

@@ -17,6 +17,7 @@ class SyntheticDataModule(ClassificationDataModule):
         num_classes: classes; in_chans: channels; img_size: square size.
         train_size / val_size / test_size: images per split; noise: std of the noise around the patterns.
         seed: the generator seed of the patterns and samples (independent of the run seed).
+        predict_dir: a folder of images for ``hornet predict`` (default: the test split).
     """
 
     def __init__(
@@ -32,8 +33,9 @@ class SyntheticDataModule(ClassificationDataModule):
         test_size: int = 128,
         noise: float = 1.0,
         seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size, predict_dir=predict_dir)
         if num_classes < 2:
             raise ValueError(f"data.num_classes must be >= 2; got {num_classes}")
         self.num_classes = num_classes

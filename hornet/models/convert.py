@@ -17,11 +17,15 @@ WEIGHT_CHOICES = ("raw", "ema")
 torch.serialization.add_safe_globals([argparse.Namespace])
 
 
+LIGHTNING_PREFIX = {"raw": "backbone.", "ema": "ema.module."}  # ClassificationModule attribute paths
+
+
 def read_released_checkpoint(path: str | os.PathLike, *, weights: str = "raw") -> dict[str, torch.Tensor]:
     """The state dict in a released checkpoint file.
 
     Accepts a bare state dict or a dict with the weights under ``model`` (optionally ``model_ema``, optimizer state
-    and ``args``), as well as timm / Lightning style ``state_dict`` / ``state_dict_ema``. Loads with
+    and ``args``), timm style ``state_dict`` / ``state_dict_ema``, and ``hornet fit`` checkpoints (the
+    ClassificationModule's ``backbone.*``, or ``ema.module.*`` for EMA). Loads with
     ``weights_only=True``. ``weights`` is ``"raw"`` (default) or ``"ema"``.
     """
     if weights not in WEIGHT_CHOICES:
@@ -35,6 +39,13 @@ def read_released_checkpoint(path: str | os.PathLike, *, weights: str = "raw") -
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}") from None
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or a checkpoint dict")
+    lightning = checkpoint.get("state_dict")
+    if isinstance(lightning, Mapping) and any(str(k).startswith(LIGHTNING_PREFIX["raw"]) for k in lightning):
+        prefix = LIGHTNING_PREFIX[weights]  # a hornet fit checkpoint: the backbone's (or its EMA's) entries
+        state_dict = {k.removeprefix(prefix): v for k, v in lightning.items() if k.startswith(prefix)}
+        if not state_dict:
+            raise ValueError(f"{path} is a hornet fit checkpoint without EMA weights (model.ema_decay was off)")
+        return state_dict
     keys = {"raw": ("model", "state_dict"), "ema": ("model_ema", "state_dict_ema")}[weights]
     for key in keys:
         if isinstance(checkpoint.get(key), Mapping):

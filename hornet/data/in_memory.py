@@ -1,0 +1,116 @@
+"""Small datasets held as one tensor (Fashion-MNIST, CIFAR): a fixed val split, batch augmentation on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset, Subset, TensorDataset
+from torchvision.transforms import functional as TF
+
+from hornet.data.base import ClassificationDataModule, run_seed, split_train_val
+
+__all__ = ["InMemoryDataModule", "random_crop_flip"]
+
+
+class InMemoryDataModule(ClassificationDataModule):
+    """Base for datasets small enough to keep in memory as normalised tensors.
+
+    Subclasses set ``num_classes``, ``in_chans``, ``native_size``, ``mean``, ``std`` and implement ``load(split)``
+    (``split`` is "train" or "test") returning uint8 images (N, C, H, W) and int64 labels (N,).
+    Training batches get a random crop (4 px padding) and horizontal flip on the device when ``augment`` is on,
+    seeded by (run seed, step) so a resumed run draws the same augmentations as an uninterrupted one.
+    """
+
+    native_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        num_workers: int,
+        img_size: int,
+        val_size: int,
+        split_seed: int,
+        augment: bool,
+        limit_train: int | None,
+        predict_dir: str | None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size, predict_dir=predict_dir)
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.augment = augment
+        self.limit_train = limit_train
+
+    def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, native, native) floats in [0, 1] -> padded or resized to img_size, normalised."""
+        pad = self.img_size - self.native_size
+        if 0 < pad <= 8:  # pad symmetrically: 28 -> 32 keeps every pixel and gives stage maps 16/8/4/2
+            x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+        elif pad != 0:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
+        return TensorDataset(self._normalise(images.float().div_(255.0)), labels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = self._dataset(*self.load("train"))
+        self.train_set, self.val_set = split_train_val(train, self.val_size, self.split_seed)
+        if self.limit_train is not None:
+            self.train_set = Subset(self.train_set, range(min(self.limit_train, len(self.train_set))))
+        self.test_set = self._dataset(*self.load("test"))
+
+    def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        mode = "L" if self.in_chans == 1 else "RGB"
+
+        def transform(image: Image.Image) -> torch.Tensor:
+            image = image.convert(mode).resize((self.native_size, self.native_size), Image.BILINEAR)
+            return self._normalise(TF.pil_to_tensor(image).float().div_(255.0)[None])[0]
+
+        return transform
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not (self.augment and self.trainer is not None and self.trainer.training):
+            return batch
+        x, y = batch
+        generator = torch.Generator(device=x.device).manual_seed(run_seed() * 1_000_003 + self.trainer.global_step)
+        fill = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=x.device)
+        return random_crop_flip(x, padding=4, fill=fill, generator=generator), y
+
+
+def random_crop_flip(
+    x: torch.Tensor,
+    *,
+    padding: int,
+    fill: float | torch.Tensor = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-image random translation by up to ``padding`` px and horizontal flip, on a (B, C, H, W) batch.
+
+    ``fill`` is the padding value, a scalar or one value per channel (the normalised black).
+    """
+    batch, channels, height, width = x.shape
+    padded = x.new_empty(batch, channels, height + 2 * padding, width + 2 * padding)
+    padded.copy_(torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1, 1, 1).expand_as(padded[0]))
+    padded[:, :, padding : padding + height, padding : padding + width] = x
+    padded = padded.permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
+    dy = torch.randint(0, 2 * padding + 1, (batch,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (batch,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(height, device=x.device))[:, :, None]  # (B, H, 1)
+    cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, :]  # (B, 1, W)
+    batch_index = torch.arange(batch, device=x.device)[:, None, None]  # (B, 1, 1)
+    out = padded[batch_index, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+    flip = torch.rand(batch, device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
