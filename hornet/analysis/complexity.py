@@ -21,6 +21,8 @@ from timm.layers import LayerNorm2d, to_2tuple
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hornet.models.variants import builds_for_input_size
+
 __all__ = ["CONVENTIONS", "Complexity", "count_complexity", "profile_model"]
 
 CONVENTIONS = ("torch", "fvcore")
@@ -106,7 +108,7 @@ def count_complexity(
 def profile_model(name: str, *, img_size: int | None = None, convention: str = "torch", **model_kwargs) -> Complexity:
     """Build the timm model ``name`` on the meta device (no memory, no init) and count its complexity."""
     kwargs = dict(model_kwargs)
-    if img_size is not None and name.startswith("hornet_"):
+    if img_size is not None and builds_for_input_size(name):
         kwargs["img_size"] = img_size  # GF filters follow the input size, as when the model is built for it
     model = timm.create_model(name, device="meta", **kwargs)
     size = img_size or model.pretrained_cfg["input_size"][-1]

@@ -18,7 +18,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from hornet.models import check_model_name
+from hornet.models import builds_for_input_size, check_model_name
 
 __all__ = ["ClassificationModule"]
 
@@ -85,8 +85,8 @@ class ClassificationModule(L.LightningModule):
         else:
             check_model_name(backbone, key="model.backbone")
             kwargs = dict(backbone_kwargs or {})
-            if backbone.startswith("hornet_"):
-                kwargs.setdefault("img_size", img_size)
+            if builds_for_input_size(backbone):
+                kwargs.setdefault("img_size", img_size)  # hornet's models size GF filters / windows from it
             self.backbone = timm.create_model(
                 backbone, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate, **kwargs
             )
@@ -114,6 +114,7 @@ class ClassificationModule(L.LightningModule):
             }
         )
         self._batch_start = 0.0
+        self.train_img_s: list[float] = []  # every training batch's images per second (the suite runner reads it)
         self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)  # for the model summary's FLOPs
 
     # --- forward ---------------------------------------------------------------------------------------------------
@@ -156,7 +157,8 @@ class ClassificationModule(L.LightningModule):
             self.ema.update(self.backbone, step=self.global_step)
         seconds = time.perf_counter() - self._batch_start
         if seconds > 0:
-            self.log("train/img_s", len(batch[0]) / seconds, on_step=True, on_epoch=False)
+            self.train_img_s.append(len(batch[0]) / seconds)
+            self.log("train/img_s", self.train_img_s[-1], on_step=True, on_epoch=False)
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
 
     # --- evaluation ------------------------------------------------------------------------------------------------

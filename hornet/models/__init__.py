@@ -2,15 +2,19 @@
 
 from hornet.models.convert import checkpoint_filter_fn, read_released_checkpoint
 from hornet.models.hornet import HorBlock, HorNet
-from hornet.models.variants import VARIANTS, Variant, check_model_name, create_hornet
+from hornet.models.placement import PLACEMENTS, create_placement_model
+from hornet.models.variants import VARIANTS, Variant, builds_for_input_size, check_model_name, create_hornet
 
 __all__ = [
+    "PLACEMENTS",
     "VARIANTS",
     "HorBlock",
     "HorNet",
     "Variant",
+    "builds_for_input_size",
     "check_model_name",
     "checkpoint_filter_fn",
     "create_hornet",
+    "create_placement_model",
     "read_released_checkpoint",
 ]

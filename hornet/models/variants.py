@@ -9,18 +9,27 @@ overlay for the EMA weights).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
 
 from hornet.models.convert import WEIGHT_CHOICES, checkpoint_filter_fn, read_released_checkpoint
 from hornet.models.hornet import HorNet, stage_feature_sizes
 from hornet.models.reference import ReferenceHorNet
 
-__all__ = ["VARIANTS", "Variant", "check_model_name", "create_hornet"]
+__all__ = [
+    "VARIANTS",
+    "Variant",
+    "builds_for_input_size",
+    "check_model_name",
+    "create_hornet",
+    "register_entrypoint",
+]
 
 DW7 = ("dw7", "dw7", "dw7", "dw7")
 GF = ("dw7", "dw7", "gf", "gf")  # GF in stages 3-4, as released
@@ -160,16 +169,26 @@ def check_model_name(name: str, *, key: str = "model") -> None:
         raise ValueError(f"{key}: unknown model {name!r}{hint}")
 
 
-def _register(name: str) -> None:
-    def entrypoint(pretrained: bool = False, **kwargs) -> HorNet:
-        return create_hornet(name, pretrained=pretrained, **kwargs)
+def builds_for_input_size(name: str) -> bool:
+    """Whether the timm model ``name`` is one of hornet's, built for an ``img_size`` (GF filters, Swin windows)."""
+    import timm
+
+    return timm.models.model_entrypoint(name).__module__.startswith("hornet.")
+
+
+def register_entrypoint(name: str, build: Callable[..., nn.Module], module: str, doc: str) -> None:
+    """Register ``build(name, pretrained=..., **kwargs)`` in timm as the model ``name``, defined in ``module``."""
+
+    def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
+        return build(name, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{name}: HorNet variant {VARIANTS[name.removesuffix('_reference')].model_args()}"
-    setattr(sys.modules[__name__], name, entrypoint)
+    entrypoint.__module__ = module
+    entrypoint.__doc__ = doc
+    setattr(sys.modules[module], name, entrypoint)  # timm looks entrypoints up as attributes of their module
     register_model(entrypoint)
 
 
 for _name in default_cfgs:
-    _register(_name)
+    _args = VARIANTS[_name.removesuffix("_reference")].model_args()
+    register_entrypoint(_name, create_hornet, __name__, f"{_name}: HorNet variant {_args}")
