@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 from rich.console import Console
 
-__all__ = ["UsageError", "main"]
+__all__ = ["Interrupted", "UsageError", "interrupt_on_signals", "main"]
 
 EXIT_USAGE = 2
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")  # parsed by LightningCLI (hornet.training)
@@ -24,6 +26,30 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")  # parsed by Ligh
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived during a fit or a suite (a BaseException, so Lightning's handlers let it through
+    after its on-exception callbacks have saved a checkpoint). The process exits 128 + signal: 143 / 130."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextmanager
+def interrupt_on_signals():
+    """Turn SIGTERM and SIGINT into ``Interrupted`` inside the block; the previous handlers come back after it."""
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,37 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- hornet report ---------------------------------------------------------------------------------------------------
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="suite directories or their results.csv")
+    parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    parser.add_argument("--plots", metavar="DIR", default=None, help="write accuracy.png, pareto.png, curves.png")
+    parser.add_argument("--metric", default="test_top1", help="results.csv column to compare (e.g. test_top1_ema)")
+    parser.add_argument("--reference", default=None, help="variant to compare to (default: the suite's reference)")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from hornet.analysis.report import render_table
+    from hornet.analysis.results import NUMERIC, load_suite, problem_rows, summary_rows
+
+    if args.metric not in NUMERIC:
+        raise UsageError(f"--metric must be a numeric results.csv column ({', '.join(NUMERIC)}); got {args.metric!r}")
+    suites = [load_suite(path, reference=args.reference, metric=args.metric) for path in args.paths]
+    several = len(suites) > 1
+    rows = [row for suite in suites for row in summary_rows(suite, label_suite=several)]
+    title = " | ".join(f"{s.name} ({s.path}), reference {s.reference}" for s in suites)
+    render_table(rows, fmt=args.format, title=title + "; delta: paired over seeds, 95% t interval, * excludes 0")
+    problems = [row for suite in suites for row in problem_rows(suite)]
+    if problems:
+        render_table(problems, fmt=args.format, title="runs not averaged in (failed or interrupted)")
+    if args.plots:
+        from hornet.analysis.plots import save_plots
+
+        for path in save_plots(suites, args.plots):
+            Console(stderr=True).print(f"wrote {path}", highlight=False)
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     s.name: s
     for s in (
@@ -176,6 +233,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "profile", "params and MACs of timm models; --paper compares with Table 1", _profile_arguments, _run_profile
         ),
         Subcommand("bench", "race models: img/s, peak memory, MACs, utilisation", _bench_arguments, _run_bench),
+        Subcommand("report", "suite results: table, paired differences, plots", _report_arguments, _run_report),
     )
 }
 
@@ -200,10 +258,10 @@ def _run_lightning(argv: list[str]) -> int:
 
     program, sys.argv = sys.argv, sys.argv[:1]  # arguments go through `args` only (LightningCLI warns about both)
     try:
-        HornetCLI(args=argv)
+        cli = HornetCLI(args=argv)
     finally:
         sys.argv = program
-    return 0
+    return cli.exit_code or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return SUBCOMMANDS[args.command].run(args)
+    except Interrupted as stop:
+        Console(stderr=True).print(f"[bold red]hornet: interrupted ({stop})[/]", highlight=False)
+        return 128 + stop.signum
     except (UsageError, ValueError, FileNotFoundError, ArgumentError) as err:
         if debug:
             raise
@@ -226,5 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m hornet.cli`: run the imported module, so its exception classes are the ones
+    from hornet.cli import main as package_main  # that hornet.training raises
+
+    sys.exit(package_main())

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -13,12 +14,16 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from hornet.cli import LIGHTNING_SUBCOMMANDS, UsageError
+from hornet.ablation.progress import SuiteProgress, SuiteProgressBar
+from hornet.ablation.spec import AblationConfig
+from hornet.ablation.store import newest_checkpoint
+from hornet.cli import LIGHTNING_SUBCOMMANDS, Interrupted, UsageError, interrupt_on_signals
 from hornet.data import ClassificationDataModule
 from hornet.lit import ClassificationModule
 
@@ -79,14 +84,40 @@ class ResumableCSVLogger(CSVLogger):
         return writer
 
 
-class HornetCLI(LightningCLI):
-    """LightningCLI for ClassificationModule + any ClassificationDataModule, writing to ``runs/<run_name>/``."""
+class SaveOnException(Callback):
+    """Save the training state when fit stops on an exception or a signal, for ``--ckpt_path last`` to resume.
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    Unlike Lightning's OnExceptionCheckpoint, its presence does not make a fit without ``ckpt_path`` resume.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: Trainer, pl_module, exception: BaseException) -> None:
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+
+
+class HornetCLI(LightningCLI):
+    """LightningCLI for ClassificationModule + any ClassificationDataModule, writing to ``runs/<run_name>/``.
+
+    A config with an ``ablation:`` section turns ``fit`` into a whole suite (hornet.ablation); ``exit_code`` is the
+    status to exit with. ``suite_progress`` is set by the suite runner for the runs it starts.
+    """
+
+    def __init__(
+        self, args: list[str] | None = None, run: bool = True, suite_progress: SuiteProgress | None = None
+    ) -> None:
+        self.suite_progress = suite_progress
+        self.exit_code: int | None = None
         parser_kwargs = {
             "parser_mode": "omegaconf+",
             "exit_on_error": False,
-            **{sub: {"default_config_files": [str(DEFAULT_CONFIG)]} for sub in LIGHTNING_SUBCOMMANDS},
+            # a suite hands each run its complete config: lightning_cli.yaml must not change it mid-suite
+            **{
+                sub: {"default_config_files": [] if suite_progress else [str(DEFAULT_CONFIG)]}
+                for sub in LIGHTNING_SUBCOMMANDS
+            },
         }
         super().__init__(
             ClassificationModule,
@@ -101,10 +132,52 @@ class HornetCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_name", type=str | None, default=None, help="runs/<run_name>/ (default: config stem)")
         parser.add_argument("--runs_dir", type=str, default="runs", help="parent folder of the run directories")
+        parser.add_argument(
+            "--ablation", type=AblationConfig | None, default=None, help="run a suite of variants (see README)"
+        )
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(
                 "data", f"model.{key}", compute_fn=lambda dm, key=key: getattr(dm, key), apply_on="instantiate"
             )
+
+    # --- ablation suites -------------------------------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        spec = self.config[self.subcommand].get("ablation") if self.subcommand else None
+        if spec is None:
+            return
+        if self.subcommand != "fit":
+            raise UsageError(
+                f"an ablation suite runs with `hornet fit` (it tests each run itself), not `{self.subcommand}`"
+            )
+        from rich.console import Console
+
+        from hornet.ablation.runner import SuiteRunner
+
+        parser = self._subcommand_parsers["fit"]
+        spec = parser.instantiate_classes(self.config["fit"]).ablation  # the dataclass, validated
+        base = yaml.safe_load(parser.dump(self.config["fit"], skip_none=False, skip_check=True))
+        runner = SuiteRunner(spec, base, parser, console=Console(stderr=True))
+        self.exit_code = runner.run()
+
+    def instantiate_classes(self) -> None:
+        if self.exit_code is None:
+            super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if self.exit_code is not None:  # a suite ran instead
+            return
+        if self.suite_progress is not None:  # inside a suite, whose runner handles the signals
+            super()._run_subcommand(subcommand)
+        else:
+            try:
+                with interrupt_on_signals():  # Lightning saves on_exception.ckpt on the way out
+                    super()._run_subcommand(subcommand)
+            except Interrupted:
+                if subcommand == "fit" and self.trainer.is_global_zero:
+                    print(f"hornet fit: interrupted; resume with --run_name {self.run_dir.name} --ckpt_path last",
+                          file=sys.stderr)  # fmt: skip
+                raise
+        self.exit_code = 0
 
     # --- run directory -----------------------------------------------------------------------------------------------
     @property
@@ -144,9 +217,15 @@ class HornetCLI(LightningCLI):
                 save_top_k=1,
                 save_last="link",
             ),
+            SaveOnException(run_dir / "checkpoints" / "on_exception.ckpt"),
         ]
         if trainer_config.get("enable_progress_bar") is not False:
-            callbacks.append(RichProgressBar(leave=True))
+            bar = (
+                SuiteProgressBar(self.suite_progress, leave=True)
+                if self.suite_progress
+                else RichProgressBar(leave=True)
+            )
+            callbacks.append(bar)
         if trainer_config.get("enable_model_summary") is not False:
             callbacks.append(RichModelSummary(max_depth=1))
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
@@ -159,9 +238,12 @@ class HornetCLI(LightningCLI):
         config = self.config_init[self.subcommand]  # what the subcommand is called with
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
-            path = self._checkpoints() / "last.ckpt"
-            if not path.is_file():
-                raise UsageError(f"--ckpt_path last: no {path} to resume from (run `hornet fit` for this run first)")
+            path = newest_checkpoint(self.run_dir)  # last.ckpt, or a newer on-exception / hpc checkpoint
+            if path is None:
+                raise UsageError(
+                    f"--ckpt_path last: no {self._checkpoints() / 'last.ckpt'} to resume from (run `hornet fit` for "
+                    "this run first)"
+                )
             config["ckpt_path"] = str(path)
         elif ckpt_path in (None, "best") and default_best:
             best = sorted(self._checkpoints().glob(BEST_PREFIX + "*.ckpt"))
@@ -176,6 +258,9 @@ class HornetCLI(LightningCLI):
     def before_fit(self) -> None:
         self._resolve_ckpt_path(default_best=False)
         if self.trainer.is_global_zero:
+            fresh = self.config_init[self.subcommand].get("ckpt_path") is None
+            if fresh and self._checkpoints().is_dir():  # a new fit of this run: no stale checkpoints mixed in
+                shutil.rmtree(self._checkpoints())
             self.run_dir.mkdir(parents=True, exist_ok=True)
             meta = run_metadata(self.config[self.subcommand].get("seed_everything"))
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -2,8 +2,11 @@
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -307,3 +310,27 @@ def test_paper_large_22k_and_384_finetune_recipes():
     assert (t["max_epochs"], m["drop_path_rate"], t["gradient_clip_val"], m["ema_decay"]) == (30, 0.4, 1, 0.9999)
     assert m.get("mixup", 0) == 0 and m.get("cutmix", 0) == 0 and d["img_size"] == 384
     assert m["backbone"] == "hornet_large_gf_img384" and m["backbone_kwargs"]["pretrained"] is True
+
+
+def test_sigterm_during_fit_saves_a_resumable_checkpoint_and_exits_143(tmp_path):
+    args = [*SYNTHETIC, "--data.init_args.train_size", "2048", "--trainer.max_epochs", "2"]
+    args += ["--runs_dir", str(tmp_path), "--run_name", "killed"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hornet.cli", "fit", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    metrics = tmp_path / "killed" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) > 20:  # some steps logged: mid-epoch
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "--ckpt_path last" in err and "Traceback" not in err
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "on_exception.ckpt", weights_only=False)
+    assert 0 < saved["global_step"] < 2 * 2048 // 16
+    assert main(["fit", *args, "--ckpt_path", "last"]) == 0  # resumes from the newest: the on-exception checkpoint
+    final = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["epoch"] == 1 and final["global_step"] >= saved["global_step"]

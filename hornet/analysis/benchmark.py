@@ -23,7 +23,16 @@ from torch import nn
 
 from hornet.analysis.complexity import profile_model
 
-__all__ = ["PRECISIONS", "BenchConfig", "BenchResult", "matmul_peak_gflops", "run_benchmark"]
+__all__ = [
+    "PRECISIONS",
+    "BenchConfig",
+    "BenchResult",
+    "inference_img_per_s",
+    "matmul_peak_gflops",
+    "peak_rss_mb",
+    "reset_peak_rss",
+    "run_benchmark",
+]
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 MODES = ("train", "infer")
@@ -123,6 +132,23 @@ def _time(step: Callable[[], None], steps: int, device: str) -> float:
     return time.perf_counter() - start
 
 
+def inference_img_per_s(model: nn.Module, x: torch.Tensor, *, steps: int = 5, warmup: int = 2) -> float:
+    """Images per second of ``model`` in eval mode on the batch ``x`` (on x's device): median of ``steps`` timings."""
+    was_training = model.training
+    model.eval()
+    device = str(x.device)
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    for _ in range(warmup):
+        step()
+    rates = [len(x) / _time(step, 1, device) for _ in range(steps)]
+    model.train(was_training)
+    return statistics.median(rates)
+
+
 def run_benchmark(
     names: Sequence[str],
     config: BenchConfig,
@@ -193,6 +219,24 @@ def _proc_status_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"/proc/self/status has no {field} (peak memory on CPU needs Linux)")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM (Linux: /proc/self/clear_refs), so ``peak_rss_mb`` measures from now on."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM) in MB; None where /proc is unavailable."""
+    try:
+        return _proc_status_kib("VmHWM") / 1024
+    except (OSError, RuntimeError):
+        return None
 
 
 def matmul_peak_gflops(dtype: torch.dtype, *, device: str = "cpu", size: int = 1024, seconds: float = 1.0) -> float:

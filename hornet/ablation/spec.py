@@ -1,0 +1,154 @@
+"""The `ablation:` config section: named variants of the base config, the run list, and each run's merged config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+__all__ = [
+    "AblationConfig",
+    "AblationRun",
+    "AblationVariant",
+    "config_hash",
+    "plan_runs",
+    "select_runs",
+    "variant_config",
+]
+
+# Keys of a run's config that name where it is written, not what it computes: left out of its hash.
+BOOKKEEPING_KEYS = ("ablation", "config", "run_name", "runs_dir", "ckpt_path")
+
+
+@dataclass
+class AblationVariant:
+    """One arm of a study.
+
+    Args:
+        name: folder-safe name (``order3``, ``gf_stages_3_4``).
+        overrides: dotted keys of the base config and their values, e.g. ``model.backbone_kwargs.orders: [3, 3, 3, 3]``
+            or ``data.batch_size: 64`` (``data.X`` means the datamodule's ``init_args.X``); deep-merged with OmegaConf.
+    """
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AblationConfig:
+    """A whole study run by one ``hornet fit``: every variant x seed is a fit followed by a test.
+
+    Args:
+        name: the suite's name (default output folder ``runs/<name>``).
+        variants: the arms of the study.
+        reference: the variant the others are compared to (default: the first).
+        seeds: one run per seed per variant.
+        output_dir: where ``<variant>/seed<k>/`` and ``results.csv`` go (default ``runs/<name>``).
+        only: run just one entry of the variant x seed list: its index, ``name`` (all its seeds) or ``name:seed``
+            (for array jobs).
+        dry_run: build every variant on the meta device, print the plan (params, MACs, estimated time), stop.
+        rerun_changed: redo finished runs whose config changed (otherwise that is an error).
+        retry_failed: run failed runs again (otherwise they are kept as failed).
+    """
+
+    name: str
+    variants: list[AblationVariant]
+    reference: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    output_dir: str | None = None
+    only: int | str | None = None
+    dry_run: bool = False
+    rerun_changed: bool = False
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if not names:
+            raise ValueError("ablation.variants is empty; list at least one variant")
+        for name in names:
+            if not name or "/" in name or ":" in name or name.startswith("."):
+                raise ValueError(f"ablation.variants: {name!r} is not a folder-safe name (no '/', ':' or leading '.')")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"ablation.variants: duplicate names {duplicates}")
+        if self.reference is None:
+            self.reference = names[0]
+        elif self.reference not in names:
+            raise ValueError(f"ablation.reference {self.reference!r} is not a variant; choose one of {names}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ablation.seeds must be a non-empty list of distinct integers; got {self.seeds}")
+
+    @property
+    def suite_dir(self) -> Path:
+        return Path(self.output_dir or Path("runs") / self.name)
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """One entry of the variant x seed list."""
+
+    index: int
+    variant: AblationVariant
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant.name}:{self.seed}"
+
+    def run_dir(self, suite_dir: Path) -> Path:
+        return suite_dir / self.variant.name / f"seed{self.seed}"
+
+
+def plan_runs(spec: AblationConfig) -> list[AblationRun]:
+    """Every variant x seed, variant-major (all seeds of the first variant, then the next)."""
+    pairs = [(variant, seed) for variant in spec.variants for seed in spec.seeds]
+    return [AblationRun(index, variant, seed) for index, (variant, seed) in enumerate(pairs)]
+
+
+def select_runs(runs: list[AblationRun], only: int | str | None) -> list[AblationRun]:
+    """``ablation.only``: an index into ``runs``, a variant name, or ``name:seed``; None keeps them all."""
+    if only is None:
+        return runs
+    if isinstance(only, int) or (isinstance(only, str) and only.isdigit()):
+        index = int(only)
+        if not 0 <= index < len(runs):
+            raise ValueError(f"ablation.only {index} is out of range: the suite has runs 0..{len(runs) - 1}")
+        return [runs[index]]
+    chosen = [r for r in runs if only in (r.variant.name, r.key)]
+    if not chosen:
+        names = sorted({r.variant.name for r in runs})
+        raise ValueError(f"ablation.only {only!r} matches no run; use an index, a variant ({names}) or name:seed")
+    return chosen
+
+
+def _dotted_key(key: str, config: dict) -> str:
+    """``data.X`` addresses the datamodule's init_args when the data section is a class_path/init_args pair."""
+    head, _, rest = key.partition(".")
+    section = config.get(head)
+    if (
+        rest
+        and isinstance(section, dict)
+        and "class_path" in section
+        and not rest.startswith(("class_path", "init_args"))
+    ):
+        return f"{head}.init_args.{rest}"
+    return key
+
+
+def variant_config(base: dict, variant: AblationVariant, seed: int) -> dict:
+    """The base config (a plain dict, no ``ablation``) with the variant's dotted overrides deep-merged and the seed."""
+    config = OmegaConf.create({k: v for k, v in base.items() if k not in BOOKKEEPING_KEYS})
+    for key, value in variant.overrides.items():
+        OmegaConf.update(config, _dotted_key(key, base), value, merge=True, force_add=True)
+    config.seed_everything = seed
+    return OmegaConf.to_container(config, resolve=False)
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of what a run computes (bookkeeping keys left out)."""
+    payload = {k: v for k, v in config.items() if k not in BOOKKEEPING_KEYS}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

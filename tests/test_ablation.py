@@ -1,0 +1,249 @@
+"""Ablation suites: the spec, a whole suite end to end, resumption, refusal of changed configs, signals, array jobs."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hornet.ablation import AblationConfig, AblationVariant, plan_runs, select_runs, variant_config
+from hornet.ablation.spec import config_hash
+from hornet.ablation.store import RunLock, rebuild_results, write_result
+from hornet.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = sorted((ROOT / "experiments").glob("*_ablation.yaml"))
+
+
+def _suite_file(tmp_path, *, train_size=64, epochs=1, seeds=(0,), orders3=(3, 3, 3, 3)) -> Path:
+    config = {
+        "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "log_every_n_steps": 1},
+        "model": {"backbone": "hornet_micro_7x7"},
+        "data": {
+            "class_path": "hornet.data.SyntheticDataModule",
+            "init_args": {"batch_size": 16, "train_size": train_size, "val_size": 32, "test_size": 32},
+        },
+        "ablation": {
+            "name": "tiny",
+            "output_dir": str(tmp_path / "suite"),
+            "seeds": list(seeds),
+            "reference": "order2",
+            "variants": [
+                {"name": "order2", "overrides": {"model.backbone_kwargs.orders": [2, 2, 2, 2]}},
+                {"name": "order3", "overrides": {"model.backbone_kwargs.orders": list(orders3)}},
+                {"name": "lr_low", "overrides": {"model.lr": 1e-4}},
+            ],
+        },
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _rows(tmp_path) -> list[dict]:
+    with (tmp_path / "suite" / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _mtimes(tmp_path) -> dict[str, int]:
+    return {
+        str(p.relative_to(tmp_path)): p.stat().st_mtime_ns for p in (tmp_path / "suite").glob("*/seed*/result.json")
+    }
+
+
+# --- the spec ---------------------------------------------------------------------------------------------------
+def test_variant_config_deep_merges_dotted_overrides():
+    base = {
+        "seed_everything": 0,
+        "run_name": "x",
+        "model": {"backbone": "hornet_micro_gf", "backbone_kwargs": None, "lr": 0.004},
+        "data": {"class_path": "hornet.data.FashionMNISTDataModule", "init_args": {"batch_size": 128, "img_size": 32}},
+    }
+    variant = AblationVariant("v", {"model.backbone_kwargs.orders": [3, 3, 3, 3], "data.batch_size": 64})
+    config = variant_config(base, variant, seed=7)
+    assert config["model"] == {"backbone": "hornet_micro_gf", "backbone_kwargs": {"orders": [3, 3, 3, 3]}, "lr": 0.004}
+    assert config["data"]["init_args"] == {"batch_size": 64, "img_size": 32}  # data.X -> data.init_args.X
+    assert config["seed_everything"] == 7 and "run_name" not in config
+    assert base["data"]["init_args"]["batch_size"] == 128  # the base is not modified
+    assert config_hash(config) != config_hash(variant_config(base, AblationVariant("v", {}), seed=7))
+
+
+def test_run_list_and_only_selection():
+    spec = AblationConfig(name="s", variants=[AblationVariant("a"), AblationVariant("b")], seeds=[0, 1, 2])
+    runs = plan_runs(spec)
+    assert [r.key for r in runs] == ["a:0", "a:1", "a:2", "b:0", "b:1", "b:2"] and spec.reference == "a"
+    assert [r.key for r in select_runs(runs, 4)] == ["b:1"]
+    assert [r.key for r in select_runs(runs, "4")] == ["b:1"]
+    assert [r.key for r in select_runs(runs, "b")] == ["b:0", "b:1", "b:2"]
+    assert [r.key for r in select_runs(runs, "a:2")] == ["a:2"]
+    with pytest.raises(ValueError, match=r"out of range: the suite has runs 0..5"):
+        select_runs(runs, 6)
+    with pytest.raises(ValueError, match="matches no run"):
+        select_runs(runs, "c:0")
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(variants=[]), "ablation.variants is empty"),
+        (dict(variants=[AblationVariant("a"), AblationVariant("a")]), "duplicate names"),
+        (dict(variants=[AblationVariant("a/b")]), "not a folder-safe name"),
+        (dict(variants=[AblationVariant("a")], reference="z"), "ablation.reference 'z' is not a variant"),
+        (dict(variants=[AblationVariant("a")], seeds=[1, 1]), "distinct integers"),
+    ],
+)
+def test_bad_ablation_sections_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AblationConfig(name="s", **kwargs)
+
+
+def test_run_lock_excludes_live_owners_and_takes_over_stale_ones(tmp_path):
+    first = RunLock(tmp_path)
+    assert first.acquire()
+    (tmp_path / ".lock").write_text("somehost-elsewhere 1\n")  # another host: respected
+    assert not RunLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    (tmp_path / ".lock").write_text(f"{socket.gethostname()} {dead.pid}\n")  # a dead process here: stale
+    second = RunLock(tmp_path)
+    assert second.acquire() and second.holder() == second.owner
+    second.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_results_csv_is_rebuilt_in_run_order(tmp_path):
+    for variant, seed in (("b", 0), ("a", 1), ("a", 0)):
+        run_dir = tmp_path / variant / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        write_result(run_dir, {"suite": "s", "variant": variant, "seed": seed, "test_top1": 0.5, "status": "ok"})
+    path = rebuild_results(tmp_path, [("a", 0), ("a", 1), ("b", 0)])
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0")]
+    assert "test_top1_ema" not in rows[0]  # EMA columns only when some run has them
+
+
+# --- a whole suite ----------------------------------------------------------------------------------------------
+def test_suite_runs_resumes_and_refuses_changed_configs(tmp_path, capsys):
+    suite = _suite_file(tmp_path)
+    assert main(["fit", "--config", str(suite)]) == 0
+    rows = _rows(tmp_path)
+    assert [(r["variant"], r["status"]) for r in rows] == [("order2", "ok"), ("order3", "ok"), ("lr_low", "ok")]
+    for row in rows:
+        for column in ("params", "macs", "infer_img_s", "train_img_s", "peak_mem_mb", "best_val_top1", "test_top1"):
+            assert float(row[column]) > 0, column
+        assert row["epochs"] == "1" and json.loads(row["overrides"]) is not None and len(row["config_hash"]) == 16
+    assert int(rows[1]["params"]) > int(rows[0]["params"])  # order 3 has more projections than order 2
+    alone = tmp_path / "suite" / "order3" / "seed0" / "config.yaml"
+    assert yaml.safe_load(alone.read_text())["model"]["backbone_kwargs"] == {"orders": [3, 3, 3, 3]}
+
+    before = _mtimes(tmp_path)
+    assert main(["fit", "--config", str(suite)]) == 0  # everything finished: nothing runs again
+    assert _mtimes(tmp_path) == before and len(_rows(tmp_path)) == 3
+    assert capsys.readouterr().err.count("already done, skipped") == 3
+
+    (tmp_path / "suite" / "order3" / "seed0" / "result.json").unlink()
+    assert main(["fit", "--config", str(suite)]) == 0  # only the deleted one runs again
+    after = _mtimes(tmp_path)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {"suite/order3/seed0/result.json"} and len(_rows(tmp_path)) == 3
+
+    changed_suite = _suite_file(tmp_path, orders3=(3, 3, 3, 4))
+    assert main(["fit", "--config", str(changed_suite)]) == 2
+    assert "finished runs whose config changed since they ran: order3:0" in capsys.readouterr().err
+    assert (
+        main(["fit", "--config", str(changed_suite), "--ablation.only", "order3", "--ablation.rerun_changed", "true"])
+        == 0
+    )
+    config = yaml.safe_load((tmp_path / "suite" / "order3" / "seed0" / "config.yaml").read_text())
+    assert config["model"]["backbone_kwargs"]["orders"] == [3, 3, 3, 4]
+
+
+def test_failed_variant_is_recorded_and_the_suite_goes_on(tmp_path):
+    suite = _suite_file(tmp_path)
+    assert main(["fit", "--config", str(suite), "--model.lr", "-1"]) == 2  # every variant is validated first
+    config = yaml.safe_load(suite.read_text())
+    config["ablation"]["variants"][0]["overrides"]["model.lr"] = 1e30  # trains into a non-finite loss
+    suite.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(suite)]) == 0
+    status = {r["variant"]: r["status"] for r in _rows(tmp_path)}
+    assert status["order2"].startswith("failed: FloatingPointError: non-finite training loss")
+    assert status["order3"] == "ok" and status["lr_low"] == "ok"
+
+
+def _spawn(args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two trainers on 2 cores: no thread oversubscription
+    return subprocess.Popen(
+        [sys.executable, "-m", "hornet.cli", "fit", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, **kwargs,
+    )  # fmt: skip
+
+
+def test_sigterm_interrupts_then_rerun_completes_each_run_once(tmp_path):
+    suite = _suite_file(tmp_path, train_size=1024, epochs=2)
+    process = _spawn(["--config", str(suite)])
+    second = tmp_path / "suite" / "order3" / "seed0"
+    deadline = time.monotonic() + 240
+    while not (second / "metrics.csv").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside the second run's training
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    first_result = (tmp_path / "suite" / "order2" / "seed0" / "result.json").stat().st_mtime_ns
+    rows = _rows(tmp_path)
+    assert [(r["variant"], r["status"]) for r in rows] == [("order2", "ok"), ("order3", "interrupted")]
+    assert (second / "checkpoints" / "on_exception.ckpt").is_file()
+
+    assert main(["fit", "--config", str(suite)]) == 0
+    rows = _rows(tmp_path)
+    assert [(r["variant"], r["status"]) for r in rows] == [("order2", "ok"), ("order3", "ok"), ("lr_low", "ok")]
+    assert (tmp_path / "suite" / "order2" / "seed0" / "result.json").stat().st_mtime_ns == first_result
+    for variant in ("order2", "order3", "lr_low"):
+        state = torch.load(tmp_path / "suite" / variant / "seed0" / "checkpoints" / "last.ckpt", weights_only=False)
+        assert state["epoch"] == 1 and state["global_step"] == 2 * 1024 // 16, variant  # trained once, not twice
+
+
+def test_two_array_jobs_of_one_suite_both_land_in_results(tmp_path):
+    suite = _suite_file(tmp_path, train_size=256)
+    jobs = [_spawn(["--config", str(suite), "--ablation.only", str(index)]) for index in (0, 2)]
+    for job in jobs:
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err
+    assert [(r["variant"], r["status"]) for r in _rows(tmp_path)] == [("order2", "ok"), ("lr_low", "ok")]
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_every_suite_dry_runs(path, capsys):
+    assert (
+        main(["fit", "--config", str(path), "--ablation.dry_run", "true", "--ablation.output_dir", "/nonexistent"]) == 0
+    )
+    out = " ".join(capsys.readouterr().out.split())  # the table title may wrap
+    spec = yaml.safe_load(path.read_text())["ablation"]
+    assert len(spec["variants"]) >= 3 and spec["reference"] in [v["name"] for v in spec["variants"]]
+    for variant in spec["variants"]:
+        assert variant["name"] in out
+    assert "MMACs" in out and "params_M" in out and "estimated training time" in out
+    assert not Path("/nonexistent").exists()
+
+
+def test_suite_progress_line_shows_run_variant_seed_elapsed_and_eta():
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from hornet.ablation.progress import SuiteProgress, SuiteProgressBar
+
+    progress = SuiteProgress("order_ablation", total=18, done=4, variant="order_3333", seed=1, stage="fit")
+    progress.started -= 100.0  # 100 s in, 4.5 of 18 runs done -> 300 s to go
+    progress.run_fraction = 0.5
+    line = progress.describe()
+    assert line.startswith("suite order_ablation: run 5/18 order_3333 seed 1 fit")
+    assert "elapsed 01:40" in line and "ETA 05:00" in line
+    assert isinstance(SuiteProgressBar(progress), RichProgressBar)  # one rich display, not a second Live
