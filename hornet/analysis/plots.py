@@ -1,0 +1,109 @@
+"""PNG plots of suite results (headless matplotlib): accuracy per variant, accuracy vs MACs, training curves."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless; notebooks still show the returned figures inline
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from hornet.analysis.results import SuiteResults, training_curves
+
+__all__ = ["accuracy_figure", "curves_figure", "pareto_figure", "pareto_front", "save_plots"]
+
+
+def _percent(value: float | None) -> float:
+    return float("nan") if value is None else 100 * value
+
+
+def accuracy_figure(suites: list[SuiteResults]) -> Figure:
+    """Mean test top-1 per variant with +-1 std error bars (one colour per suite)."""
+    figure, axes = plt.subplots(figsize=(max(5, 1.1 * max(len(s.variants) for s in suites) + 2), 3.6))
+    width = 0.8 / len(suites)
+    for index, suite in enumerate(suites):
+        positions = [i + (index - (len(suites) - 1) / 2) * width for i in range(len(suite.variants))]
+        means = [_percent(v.mean(suite.metric)) for v in suite.variants]
+        errors = [_percent(v.std(suite.metric) or 0.0) for v in suite.variants]
+        axes.bar(positions, means, width=width, yerr=errors, capsize=3, label=suite.name, alpha=0.85)
+        for position, variant in zip(positions, suite.variants, strict=True):
+            if variant.variant == suite.reference:
+                axes.annotate("ref", (position, 0), xytext=(0, 2), textcoords="offset points", ha="center")
+    names = suites[0].variants
+    axes.set_xticks(range(len(names)), [v.variant for v in names], rotation=30, ha="right")
+    values = [_percent(v.mean(s.metric)) for s in suites for v in s.variants]
+    low, high = min(values), max(values)
+    axes.set_ylim(max(low - 3 * max(high - low, 0.5), 0), min(high + max(high - low, 0.5), 100))
+    axes.set_ylabel(f"{suites[0].metric} (%)")
+    axes.set_title("accuracy per variant (mean +- std over seeds)")
+    if len(suites) > 1:
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated by another (lower-or-equal cost and higher-or-equal accuracy), by cost."""
+    front = []
+    for i, (cost, accuracy) in enumerate(points):
+        dominated = any(
+            c <= cost and a >= accuracy and (c, a) != (cost, accuracy) for j, (c, a) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_figure(suites: list[SuiteResults]) -> Figure:
+    """Mean test top-1 against MACs per image; the Pareto front (cheapest for its accuracy) joined and ringed."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for suite in suites:
+        points = [(v.mean("macs") / 1e6, _percent(v.mean(suite.metric))) for v in suite.variants]
+        axes.scatter([p[0] for p in points], [p[1] for p in points], label=suite.name, zorder=3)
+        for (x, y), variant in zip(points, suite.variants, strict=True):
+            axes.annotate(variant.variant, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
+        front = pareto_front(points)
+        axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", alpha=0.6)
+        axes.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=140, facecolors="none",
+                     edgecolors="black", zorder=4)  # fmt: skip
+    axes.set_xlabel("MMACs per image")
+    axes.set_ylabel(f"{suites[0].metric} (%)")
+    axes.set_title("accuracy vs MACs (ringed: Pareto front)")
+    if len(suites) > 1:
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def curves_figure(suites: list[SuiteResults], column: str = "val/top1") -> Figure:
+    """Per-epoch ``column`` from the runs' CSV logs, mean over seeds, one line per variant."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for suite in suites:
+        prefix = f"{suite.name}: " if len(suites) > 1 else ""
+        for variant, epochs in training_curves(suite, column).items():
+            xs = sorted(epochs)
+            axes.plot(xs, [100 * statistics.fmean(epochs[x]) for x in xs], marker="o", label=prefix + variant)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"{column} (%)")
+    axes.set_title(f"training curves ({column}, mean over seeds)")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def save_plots(suites: list[SuiteResults], directory: str | Path) -> list[Path]:
+    """Write accuracy.png, pareto.png and curves.png into ``directory``; returns their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, build in (("accuracy", accuracy_figure), ("pareto", pareto_figure), ("curves", curves_figure)):
+        figure = build(suites)
+        path = directory / f"{name}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
+    return paths

@@ -1,0 +1,60 @@
+"""Test-time resolution sweep: a trained run's checkpoint evaluated at several input sizes (GF filters are resized)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import timm
+import torch
+import yaml
+
+from hornet.models import builds_for_input_size
+
+__all__ = ["resolution_sweep"]
+
+
+def _datamodule(config: dict, img_size: int):
+    data = config["data"]
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{**(data.get("init_args") or {}), "img_size": img_size})
+
+
+@torch.inference_mode()
+def resolution_sweep(
+    run_dir: str | Path, sizes: list[int], *, checkpoint: str | Path | None = None, limit: int | None = None
+) -> list[dict]:
+    """Top-1 on the test split of ``run_dir``'s data at each size in ``sizes``.
+
+    The run's ``config.yaml`` names the backbone and the data; ``checkpoint`` defaults to its best checkpoint.
+    ``limit`` evaluates only the first N test images (quick looks). Returns rows ``{img_size, top1, images}``.
+    """
+    run_dir = Path(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if checkpoint is None:
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        if not best:
+            raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no best-*.ckpt; pass checkpoint=")
+        checkpoint = best[-1]
+    model_config = config["model"]
+    rows = []
+    for size in sizes:
+        data = _datamodule(config, size)
+        data.setup("test")
+        kwargs = dict(model_config.get("backbone_kwargs") or {})
+        if builds_for_input_size(model_config["backbone"]):
+            kwargs["img_size"] = size  # GF filters are resized from the checkpoint's size on load
+        overlay = dict(file=str(checkpoint))
+        model = timm.create_model(
+            model_config["backbone"], pretrained=True, pretrained_cfg_overlay=overlay, num_classes=data.num_classes,
+            in_chans=data.in_chans, **kwargs,
+        ).eval()  # fmt: skip
+        correct = seen = 0
+        for x, y in data.test_dataloader():
+            if limit is not None and seen >= limit:
+                break
+            correct += (model(x).argmax(-1) == y).sum().item()
+            seen += len(y)
+        rows.append({"img_size": size, "top1": correct / seen, "images": seen})
+    return rows

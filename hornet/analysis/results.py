@@ -1,0 +1,205 @@
+"""Suite results as tables: load results.csv, aggregate over seeds, paired differences to the reference variant.
+
+Shared by `hornet report` and the notebooks, so both show the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scipy import stats
+
+__all__ = [
+    "PairedDifference",
+    "SuiteResults",
+    "VariantSummary",
+    "load_suite",
+    "paired_difference",
+    "problem_rows",
+    "summary_rows",
+    "training_curves",
+]
+
+NUMERIC = ("seed", "params", "macs", "infer_img_s", "train_img_s", "peak_mem_mb", "best_val_top1", "test_top1",
+           "test_top5", "best_val_top1_ema", "test_top1_ema", "test_top5_ema", "epochs", "wall_s")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of per-seed differences (variant - reference) with a two-sided t confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        return self.n >= 2 and (self.low > 0 or self.high < 0)
+
+
+def paired_difference(values: dict[int, float], reference: dict[int, float], confidence: float = 0.95):
+    """Pair by seed; None when no seed is shared. With one pair the interval is unbounded (nan)."""
+    seeds = sorted(set(values) & set(reference))
+    if not seeds:
+        return None
+    differences = [values[s] - reference[s] for s in seeds]
+    mean = statistics.fmean(differences)
+    if len(differences) < 2:
+        return PairedDifference(mean, math.nan, math.nan, 1)
+    half = stats.t.ppf(0.5 + confidence / 2, len(differences) - 1) * statistics.stdev(differences)
+    half /= math.sqrt(len(differences))
+    return PairedDifference(mean, mean - half, mean + half, len(differences))
+
+
+@dataclass
+class VariantSummary:
+    """One variant over its ok runs."""
+
+    variant: str
+    runs: list[dict]
+    difference: PairedDifference | None = None
+
+    def values(self, column: str) -> dict[int, float]:
+        return {int(r["seed"]): r[column] for r in self.runs if r.get(column) is not None}
+
+    def mean(self, column: str) -> float | None:
+        values = list(self.values(column).values())
+        return statistics.fmean(values) if values else None
+
+    def std(self, column: str) -> float | None:
+        values = list(self.values(column).values())
+        return statistics.stdev(values) if len(values) >= 2 else None
+
+
+@dataclass
+class SuiteResults:
+    """A suite's rows, split into ok runs (summarised per variant) and the rest (listed, never averaged in)."""
+
+    name: str
+    path: Path
+    rows: list[dict]
+    reference: str | None
+    metric: str = "test_top1"
+    variants: list[VariantSummary] = field(default_factory=list)
+
+    @property
+    def not_ok(self) -> list[dict]:
+        return [r for r in self.rows if r.get("status") != "ok"]
+
+
+def _parse(row: dict) -> dict:
+    parsed = dict(row)
+    for column in NUMERIC:
+        value = row.get(column)
+        parsed[column] = float(value) if value not in (None, "") else None
+    parsed["seed"] = int(parsed["seed"]) if parsed["seed"] is not None else None
+    return parsed
+
+
+def _reference_of(suite_dir: Path, variants: list[str]) -> str | None:
+    """The suite's reference variant as recorded in its suite.json (the first variant without one)."""
+    spec = suite_dir / "suite.json"
+    if spec.is_file():
+        return json.loads(spec.read_text()).get("reference")
+    return variants[0] if variants else None
+
+
+def load_suite(path: str | Path, *, reference: str | None = None, metric: str = "test_top1") -> SuiteResults:
+    """A suite directory or its results.csv -> summaries per variant (in run order) with paired differences."""
+    path = Path(path)
+    csv_path = path / "results.csv" if path.is_dir() else path
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{path}: no results.csv (give a suite directory or its results.csv)")
+    with csv_path.open() as handle:
+        rows = [_parse(r) for r in csv.DictReader(handle)]
+    if not rows:
+        raise ValueError(f"{csv_path} has no runs yet")
+    order = list(dict.fromkeys(r["variant"] for r in rows))
+    reference = reference or _reference_of(csv_path.parent, order)
+    if reference not in order:
+        raise ValueError(f"reference variant {reference!r} is not in {csv_path}; choose one of {order}")
+    name = rows[0].get("suite") or csv_path.parent.name
+    results = SuiteResults(name=name, path=csv_path, rows=rows, reference=reference, metric=metric)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    summaries = {v: VariantSummary(v, [r for r in ok if r["variant"] == v]) for v in order}
+    base = summaries[reference].values(metric)
+    for summary in summaries.values():
+        if summary.variant != reference and summary.runs:
+            summary.difference = paired_difference(summary.values(metric), base)
+    results.variants = [s for s in summaries.values() if s.runs]
+    return results
+
+
+def training_curves(results: SuiteResults, column: str = "val/top1") -> dict[str, dict[int, list[float]]]:
+    """Per variant, per epoch: ``column`` of every ok run, read from the runs' metrics.csv."""
+    curves: dict[str, dict[int, list[float]]] = {}
+    for row in results.rows:
+        if row.get("status") != "ok":
+            continue
+        log = results.path.parent / row["variant"] / f"seed{row['seed']}" / "metrics.csv"
+        if not log.is_file():
+            continue
+        with log.open() as handle:
+            for entry in csv.DictReader(handle):
+                if entry.get(column) not in (None, "") and entry.get("epoch") not in (None, ""):
+                    epochs = curves.setdefault(row["variant"], {})
+                    epochs.setdefault(int(entry["epoch"]) + 1, []).append(float(entry[column]))
+    return curves
+
+
+def overrides_of(row: dict) -> dict:
+    return json.loads(row.get("overrides") or "{}")
+
+
+def _fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    return "-" if value is None or math.isnan(value) else f"{scale * value:.{digits}f}"
+
+
+def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[dict]:
+    """One row per variant: cost, speed, accuracy mean +- std over seeds, and the paired difference to the reference
+    with its 95% interval (``*`` when the interval excludes zero). Accuracies in percent."""
+    metric = results.metric
+    rows = []
+    for summary in results.variants:
+        mean, std = summary.mean(metric), summary.std(metric)
+        difference = summary.difference
+        if summary.variant == results.reference:
+            delta = "reference"
+        elif difference is None:
+            delta = "no shared seeds"
+        elif difference.n < 2:
+            delta = f"{100 * difference.mean:+.2f} (1 seed)"
+        else:
+            mark = " *" if difference.significant else ""
+            delta = f"{100 * difference.mean:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]{mark}"
+        row = {"suite": results.name} if label_suite else {}
+        row.update(
+            {
+                "variant": summary.variant,
+                "seeds": len(summary.runs),
+                "params_M": _fmt(summary.mean("params"), 3, 1e-6),
+                "MMACs": _fmt(summary.mean("macs"), 2, 1e-6),
+                "infer_img_s": _fmt(summary.mean("infer_img_s"), 0),
+                "train_img_s": _fmt(summary.mean("train_img_s"), 0),
+                f"{metric}_%": f"{_fmt(mean, 2, 100)} +- {_fmt(std, 2, 100)}"
+                if std is not None
+                else _fmt(mean, 2, 100),
+                "delta_vs_ref_95ci": delta,
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def problem_rows(results: SuiteResults) -> list[dict]:
+    """Failed and interrupted runs: listed, never averaged in."""
+    return [
+        {"suite": results.name, "variant": r["variant"], "seed": r["seed"], "status": r["status"]}
+        for r in results.not_ok
+    ]

@@ -1,0 +1,147 @@
+"""`hornet report`, the statistics behind it, and both notebooks, on results of a tiny real suite run here."""
+
+import os
+import random
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from hornet.analysis.plots import pareto_front
+from hornet.analysis.results import load_suite, paired_difference
+from hornet.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Path:
+    """A real 3-variant x 2-seed suite named order_ablation (1 epoch on synthetic data), plus one failed run."""
+    root = tmp_path_factory.mktemp("runs")
+    config = {
+        "trainer": {"max_epochs": 2, "enable_progress_bar": False, "log_every_n_steps": 1},
+        "model": {"backbone": "hornet_micro_gf"},
+        "data": {
+            "class_path": "hornet.data.SyntheticDataModule",
+            "init_args": {"batch_size": 16, "train_size": 64, "val_size": 32, "test_size": 64, "noise": 3.0},
+        },
+        "ablation": {
+            "name": "order_ablation",
+            "output_dir": str(root / "order_ablation"),
+            "seeds": [0, 1],
+            "reference": "order_2345",
+            "variants": [
+                {"name": "order_1111", "overrides": {"model.backbone_kwargs.orders": [1, 1, 1, 1]}},
+                {"name": "order_2345", "overrides": {"model.backbone_kwargs.orders": [2, 3, 4, 5]}},
+                {"name": "wide_kernel", "overrides": {"model.backbone_kwargs.mixers": ["dw13", "dw13", "gf", "gf"]}},
+                {"name": "diverges", "overrides": {"model.lr": 1e30}},
+            ],
+        },
+    }
+    path = root / "order_ablation.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["fit", "--config", str(path)]) == 0
+    return root
+
+
+def test_paired_interval_covers_a_known_difference():
+    rng = random.Random(0)
+    covered = 0
+    for _ in range(200):
+        seeds = range(5)
+        base = {s: 0.9 + rng.gauss(0, 0.01) for s in seeds}
+        shared = {s: rng.gauss(0, 0.01) for s in seeds}  # per-seed effects common to both arms cancel when paired
+        reference = {s: base[s] + shared[s] for s in seeds}
+        variant = {s: base[s] + shared[s] + 0.02 + rng.gauss(0, 0.003) for s in seeds}
+        difference = paired_difference(variant, reference)
+        covered += difference.low <= 0.02 <= difference.high
+        assert difference.n == 5
+    assert 180 <= covered <= 199  # a 95% interval: about 190 of 200
+
+
+def test_paired_interval_with_zero_difference_is_not_significant_and_needs_shared_seeds():
+    difference = paired_difference({0: 0.5, 1: 0.6, 2: 0.55}, {0: 0.52, 1: 0.58, 2: 0.55})
+    assert difference.low < 0 < difference.high and not difference.significant
+    assert paired_difference({0: 0.5}, {1: 0.5}) is None
+
+
+def test_pareto_front():
+    points = [(1.0, 80.0), (2.0, 85.0), (2.5, 84.0), (3.0, 85.0), (4.0, 90.0)]
+    assert pareto_front(points) == [0, 1, 4]
+
+
+def test_report_prints_rows_lists_failures_and_writes_plots(runs, capsys, tmp_path):
+    suite = runs / "order_ablation"
+    assert main(["report", str(suite), "--format", "markdown", "--plots", str(tmp_path / "plots")]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    header = lines[0]
+    assert "variant" in header and "test_top1_%" in header and "delta_vs_ref_95ci" in header
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[1:]}
+    assert set(rows) >= {"order_1111", "order_2345", "wide_kernel"}
+    assert "reference" in rows["order_2345"] and "[" in rows["order_1111"]  # a 2-seed interval
+    assert "| diverges | 0 | failed: FloatingPointError" in out or "failed: FloatingPointError" in out
+    for name in ("accuracy", "pareto", "curves"):
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    results = load_suite(suite)
+    assert [v.variant for v in results.variants] == ["order_1111", "order_2345", "wide_kernel"]  # failed: not averaged
+    assert len(results.not_ok) == 2
+
+
+def test_report_compares_several_suites_and_rejects_bad_input(runs, capsys):
+    suite = runs / "order_ablation"
+    assert main(["report", str(suite), str(suite / "results.csv"), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("suite,variant,seeds")
+    summary = [line for line in lines if line.startswith("order_ablation,") and ",diverges," not in line]
+    assert len(summary) == 6  # 3 variants from each path; the failed runs are listed in a second table
+    assert main(["report", str(runs / "nothing")]) == 2
+    assert "no results.csv" in capsys.readouterr().err
+    assert main(["report", str(suite), "--reference", "nope"]) == 2
+    assert "reference variant 'nope' is not in" in capsys.readouterr().err
+
+
+def _execute(name: str, env: dict, tmp_path: Path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
+    finally:
+        for key, value in previous.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return notebook
+
+
+def _outputs(notebook) -> tuple[str, int]:
+    text, images = [], 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            images += "image/png" in data
+            text.append(data.get("text/markdown", "") + data.get("text/plain", "") + output.get("text", ""))
+    return "\n".join(text), images
+
+
+def test_ablation_notebook_executes_headless(runs, tmp_path):
+    notebook = _execute("ablation_analysis", {"HORNET_RESULTS": str(runs / "order_ablation")}, tmp_path)
+    text, images = _outputs(notebook)
+    assert "| variant | seeds | params_M |" in text and "order_2345" in text and "reference" in text
+    assert "| epoch 1 | epoch 2 |" in text.replace("| variant ", "") or "epoch 2" in text
+    assert images == 3
+
+
+def test_paper_tables_notebook_executes_headless(runs, tmp_path):
+    run = runs / "order_ablation" / "order_2345" / "seed0"
+    env = {"HORNET_RUNS": str(runs), "HORNET_RUN": str(run), "HORNET_SWEEP_IMAGES": "64"}
+    notebook = _execute("paper_tables", env, tmp_path)
+    text, images = _outputs(notebook)
+    assert "hornet_large_gf_img384" in text and "(paper, reported)" in text  # Table 1 with labelled top-1
+    assert "Interaction order per stage" in text and "order_1111" in text  # the user's suite, laid out
+    assert "_Not run yet:_ `hornet fit --config experiments/kernel_ablation.yaml`" in text
+    assert "| img_size | top1_% | images |" in text and images == 1
