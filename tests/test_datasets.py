@@ -29,7 +29,7 @@ def _write_cifar10(root, per_batch=20):
 
 def test_cifar10_reads_the_python_release(tmp_path):
     folder = _write_cifar10(tmp_path)
-    data = CIFARDataModule(root=str(tmp_path), val_size=10, batch_size=8, augment=False)
+    data = CIFARDataModule(root=str(tmp_path), val_size=10, batch_size=8, augment="none")
     data.setup("fit")
     assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (90, 10, 20)
     assert data.num_classes == 10 and data.classes[3] == "class3"

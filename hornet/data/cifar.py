@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from hornet.data.in_memory import InMemoryDataModule
+from hornet.data.in_memory import Augment, InMemoryDataModule
 
 __all__ = ["CIFAR_LAYOUTS", "CIFARDataModule"]
 
@@ -70,7 +70,7 @@ class CIFARDataModule(InMemoryDataModule):
         img_size: int = 32,
         val_size: int = 5000,
         split_seed: int = 0,
-        augment: bool = True,
+        augment: Augment = "crop_flip",
         limit_train: int | None = None,
         predict_dir: str | None = None,
     ) -> None:

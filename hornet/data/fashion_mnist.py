@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hornet.data.in_memory import InMemoryDataModule
+from hornet.data.in_memory import Augment, InMemoryDataModule
 
 __all__ = ["DEBIAN_FASHION_MNIST", "FashionMNISTDataModule", "read_idx", "resolve_fashion_mnist_root"]
 
@@ -105,7 +105,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         img_size: 28 keeps the images as they are; 29-36 zero-pads symmetrically; other sizes resize.
         val_size: images carved from the training set for validation, by ``split_seed``.
         split_seed: seed of that split, independent of the run seed.
-        augment: random crop (4 px padding) and horizontal flip on training batches.
+        augment: ``crop_flip`` (random 4 px translation and horizontal flip), ``flip`` or ``none``, on training batches.
         download: fetch the files with torchvision when they are nowhere on disk.
         limit_train: use only the first N training images after the split (quick runs and tests).
         predict_dir: a folder of image files for ``hornet predict`` (default: the test split).
@@ -126,7 +126,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         img_size: int = 32,
         val_size: int = 5000,
         split_seed: int = 0,
-        augment: bool = True,
+        augment: Augment = "crop_flip",
         download: bool = False,
         limit_train: int | None = None,
         predict_dir: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,10 @@ from torchvision.transforms import functional as TF
 
 from hornet.data.base import ClassificationDataModule, run_seed, split_train_val
 
-__all__ = ["InMemoryDataModule", "random_crop_flip"]
+__all__ = ["AUGMENTATIONS", "Augment", "InMemoryDataModule", "random_crop_flip"]
+
+Augment = Literal["none", "flip", "crop_flip"]
+AUGMENTATIONS = ("none", "flip", "crop_flip")
 
 
 class InMemoryDataModule(ClassificationDataModule):
@@ -20,8 +24,9 @@ class InMemoryDataModule(ClassificationDataModule):
 
     Subclasses set ``num_classes``, ``in_chans``, ``native_size``, ``mean``, ``std`` and implement ``load(split)``
     (``split`` is "train" or "test") returning uint8 images (N, C, H, W) and int64 labels (N,).
-    Training batches get a random crop (4 px padding) and horizontal flip on the device when ``augment`` is on,
-    seeded by (run seed, step) so a resumed run draws the same augmentations as an uninterrupted one.
+    Training batches are augmented on the device by ``augment``: ``crop_flip`` (a random translation by up to 4 px
+    and a horizontal flip), ``flip`` (the flip only) or ``none``. The draws are seeded by (run seed, step), so a
+    resumed run sees the same augmentations as an uninterrupted one.
     """
 
     native_size: int
@@ -36,13 +41,15 @@ class InMemoryDataModule(ClassificationDataModule):
         img_size: int,
         val_size: int,
         split_seed: int,
-        augment: bool,
+        augment: Augment,
         limit_train: int | None,
         predict_dir: str | None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size, predict_dir=predict_dir)
         self.val_size = val_size
         self.split_seed = split_seed
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"data.augment must be one of {AUGMENTATIONS}; got {augment!r}")
         self.augment = augment
         self.limit_train = limit_train
 
@@ -82,12 +89,15 @@ class InMemoryDataModule(ClassificationDataModule):
         return transform
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if not (self.augment and self.trainer is not None and self.trainer.training):
+        if self.augment == "none" or self.trainer is None or not self.trainer.training:
+            return batch
+        if not isinstance(batch, (tuple, list)):  # the model summary's example input, not a training batch
             return batch
         x, y = batch
         generator = torch.Generator(device=x.device).manual_seed(run_seed() * 1_000_003 + self.trainer.global_step)
         fill = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=x.device)
-        return random_crop_flip(x, padding=4, fill=fill, generator=generator), y
+        padding = 4 if self.augment == "crop_flip" else 0
+        return random_crop_flip(x, padding=padding, fill=fill, generator=generator), y
 
 
 def random_crop_flip(
