@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data run test lint clean
+.PHONY: setup data run fit test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "note: install Debian's dataset-fashion-mnist (as root) or set HORNET_DATA_DIR to a Fashion-MNIST copy"; fi
 
+# the main job: the interaction-order ablation suite (smoke scale), then its table and plots
 run: setup
+	$(VENV)/bin/hornet fit --config experiments/order_ablation.yaml
+	$(VENV)/bin/hornet report runs/order_ablation --plots runs/order_ablation/plots
+
+# one default training run (lightning_cli.yaml) and its test
+fit: setup
 	$(VENV)/bin/hornet fit && $(VENV)/bin/hornet test
 
 test: setup

@@ -9,6 +9,7 @@ recorded as interrupted (Lightning's on-exception checkpoint keeps its progress)
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import shutil
@@ -252,6 +253,7 @@ class SuiteRunner:
                 row["status"] = f"failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
                 self.console.print(f"[red]suite {self.spec.name}: {run.key} {row['status']}[/]", highlight=False)
             finally:
+                gc.collect()  # the run's trainer, model and data sit in reference cycles; free them before the next
                 row["wall_s"] = round(wall_before + time.monotonic() - start, 1)
                 write_result(run_dir, row)
                 rebuild_results(self.suite_dir, self.order)

@@ -30,11 +30,9 @@ def accuracy_figure(suites: list[SuiteResults]) -> Figure:
         means = [_percent(v.mean(suite.metric)) for v in suite.variants]
         errors = [_percent(v.std(suite.metric) or 0.0) for v in suite.variants]
         axes.bar(positions, means, width=width, yerr=errors, capsize=3, label=suite.name, alpha=0.85)
-        for position, variant in zip(positions, suite.variants, strict=True):
-            if variant.variant == suite.reference:
-                axes.annotate("ref", (position, 0), xytext=(0, 2), textcoords="offset points", ha="center")
-    names = suites[0].variants
-    axes.set_xticks(range(len(names)), [v.variant for v in names], rotation=30, ha="right")
+    first = suites[0]
+    labels = [v.variant + (" (ref)" if v.variant == first.reference else "") for v in first.variants]
+    axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     values = [_percent(v.mean(s.metric)) for s in suites for v in s.variants]
     low, high = min(values), max(values)
     axes.set_ylim(max(low - 3 * max(high - low, 0.5), 0), min(high + max(high - low, 0.5), 100))
