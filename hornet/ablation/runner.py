@@ -232,9 +232,14 @@ class SuiteRunner:
             return
         config = self.configs[run.key]
         digest = config_hash(config)
-        previous = read_result(run_dir)
-        started_with = (run_dir / "config_hash").read_text().strip() if (run_dir / "config_hash").is_file() else None
         try:
+            state = self.state(run)  # again, under the lock: another job may have finished it meanwhile
+            if state == "done" or (state == "failed" and not self.spec.retry_failed):
+                self.console.print(f"suite {self.spec.name}: {run.key} finished elsewhere, skipped", highlight=False)
+                return
+            previous = read_result(run_dir)
+            hash_file = run_dir / "config_hash"
+            started_with = hash_file.read_text().strip() if hash_file.is_file() else None
             if state in ("changed", "failed") or (started_with is not None and started_with != digest):
                 self._wipe(run_dir)  # a changed config or a retried failure starts from scratch
                 previous = None
