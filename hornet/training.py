@@ -27,7 +27,7 @@ from hornet.cli import LIGHTNING_SUBCOMMANDS, Interrupted, UsageError, interrupt
 from hornet.data import ClassificationDataModule
 from hornet.lit import ClassificationModule
 
-__all__ = ["DEFAULT_CONFIG", "HornetCLI"]
+__all__ = ["DEFAULT_CONFIG", "HornetCLI", "git_commit"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "lightning_cli.yaml"
@@ -41,6 +41,11 @@ def _git(*args: str) -> str:
         return ""
 
 
+def git_commit() -> str | None:
+    """The repository's HEAD commit (None outside a git checkout)."""
+    return _git("rev-parse", "HEAD") or None
+
+
 def run_metadata(seed: int | None) -> dict:
     """What reproduces a run: commit, package versions, hardware, threads, argv, seed."""
     versions = {}
@@ -50,7 +55,7 @@ def run_metadata(seed: int | None) -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "commit": _git("rev-parse", "HEAD") or None,
+        "commit": git_commit(),
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "versions": versions,
         "python": platform.python_version(),
@@ -194,9 +199,8 @@ class HornetCLI(LightningCLI):
         trainer_config = self.config_init[self.subcommand]["trainer"]
         if trainer_config.get("logger") in (None, True):
             # only a fresh fit starts metrics.csv anew; resuming, validate and test append to the run's log
-            fresh = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is None
             kwargs["logger"] = ResumableCSVLogger(
-                save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=not fresh
+                save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=not self._fresh_fit
             )
         kwargs.setdefault("default_root_dir", str(run_dir))
         callbacks = [
@@ -231,6 +235,11 @@ class HornetCLI(LightningCLI):
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
         return super().instantiate_trainer(**kwargs)
 
+    @property
+    def _fresh_fit(self) -> bool:
+        """A fit that starts the run anew (no --ckpt_path): it replaces the run's checkpoints and metrics."""
+        return self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is None
+
     def _checkpoints(self) -> Path:
         return self.run_dir / "checkpoints"
 
@@ -258,8 +267,7 @@ class HornetCLI(LightningCLI):
     def before_fit(self) -> None:
         self._resolve_ckpt_path(default_best=False)
         if self.trainer.is_global_zero:
-            fresh = self.config_init[self.subcommand].get("ckpt_path") is None
-            if fresh and self._checkpoints().is_dir():  # a new fit of this run: no stale checkpoints mixed in
+            if self._fresh_fit and self._checkpoints().is_dir():  # a new fit of this run: no stale checkpoints mixed in
                 shutil.rmtree(self._checkpoints())
             self.run_dir.mkdir(parents=True, exist_ok=True)
             meta = run_metadata(self.config[self.subcommand].get("seed_everything"))

@@ -58,12 +58,6 @@ def is_leader() -> bool:
     return all(int(os.environ.get(key, 0)) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def _git_commit() -> str | None:
-    from hornet.training import run_metadata
-
-    return run_metadata(None)["commit"]
-
-
 class SuiteRunner:
     """Plan, check and run one ablation suite. ``parser`` is the `hornet fit` parser, used to validate variants."""
 
@@ -273,6 +267,8 @@ class SuiteRunner:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
     def _row(self, run: AblationRun, digest: str) -> dict:
+        from hornet.training import git_commit
+
         profile = self.profiles[run.variant.name]
         return {
             "suite": self.spec.name,
@@ -280,7 +276,7 @@ class SuiteRunner:
             "seed": run.seed,
             "overrides": json.dumps(run.variant.overrides, sort_keys=True),
             "config_hash": digest,
-            "commit": _git_commit(),
+            "commit": git_commit(),
             "params": profile.params,
             "macs": int(profile.macs),
         }
