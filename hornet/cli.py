@@ -1,8 +1,12 @@
 """The ``hornet`` command: one entry point, subcommands dispatched by name.
 
-Each subcommand is a ``Subcommand`` row (name, help, argument builder, runner). Bad input raises ``UsageError``
-(or ``ValueError`` / ``FileNotFoundError`` from the library), which is printed as one line with exit status 2; set
-``--debug`` or ``HORNET_DEBUG=1`` for the traceback.
+Each subcommand is a ``Subcommand`` row (name, help, argument builder, runner). The error contract:
+
+- bad input raises ``UsageError`` (or ``ValueError`` / ``FileNotFoundError`` from the library): one line, exit 2;
+- a fault while running (a non-finite loss, a full disk or a refused write): one line, exit 1;
+- SIGTERM / SIGINT: exit 143 / 130 after the fit has saved a resumable checkpoint.
+
+``--debug`` or ``HORNET_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from dataclasses import dataclass, fields
 
 from rich.console import Console
 
-__all__ = ["Interrupted", "UsageError", "interrupt_on_signals", "main"]
+from hornet.files import FILESYSTEM_ERRNOS
+
+__all__ = ["Interrupted", "UsageError", "interrupt_on_signals", "main", "one_line"]
 
 EXIT_USAGE = 2
+EXIT_FAULT = 1
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")  # parsed by LightningCLI (hornet.training)
 
 
@@ -256,9 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_lightning(argv: list[str]) -> int:
     from hornet.training import HornetCLI
 
-    program, sys.argv = sys.argv, sys.argv[:1]  # arguments go through `args` only (LightningCLI warns about both)
+    # LightningCLI reads sys.argv, and so does Lightning's DDP launcher, which starts ranks 1..N-1 by re-running
+    # this same command line: it must be the whole command, whether main() got it from the shell or as a list.
+    program, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
-        cli = HornetCLI(args=argv)
+        cli = HornetCLI()
     finally:
         sys.argv = program
     return cli.exit_code or 0
@@ -270,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         if argv and argv[0] in LIGHTNING_SUBCOMMANDS:  # LightningCLI parses these itself
+            if debug:
+                os.environ["HORNET_DEBUG"] = "1"  # also for the ranks a distributed fit starts
             return _run_lightning([a for a in argv if a != "--debug"])
         args = parser.parse_args(argv)
         if args.command is None:
@@ -282,9 +293,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, ArgumentError) as err:
         if debug:
             raise
-        message = " ".join(str(err).split())  # one line, whatever the source formatted
-        Console(stderr=True).print(f"[bold red]hornet: error:[/] {message}", highlight=False, soft_wrap=True)
-        return EXIT_USAGE
+        return _report_error(err, EXIT_USAGE)
+    except (FloatingPointError, OSError) as err:
+        if debug or (isinstance(err, OSError) and err.errno not in FILESYSTEM_ERRNOS):
+            raise
+        return _report_error(err, EXIT_FAULT)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line, without the wrapping some layers add: for an error re-raised from a
+    DataLoader worker, the worker's own message; for a class that failed inside a jsonargparse Union type (the
+    datamodule's ``class_path``), that class's own error."""
+    message = str(err)
+    if "Original Traceback" in message:  # "Caught X in DataLoader worker process 0. Original Traceback ..."
+        last = message.strip().splitlines()[-1]  # "package.module.XError: the message"
+        message = last.partition(": ")[2] or last
+    if "Does not validate against any of the Union subtypes" in message:  # "Errors:\n  - ours\n  - Expected..."
+        errors = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+        own = [e for e in errors if not e.startswith("Expected a <class 'NoneType'>")]
+        message = own[0] if own else message
+    return " ".join(message.split())
+
+
+def _report_error(err: BaseException, status: int) -> int:
+    Console(stderr=True).print(f"[bold red]hornet: error:[/] {one_line(err)}", highlight=False, soft_wrap=True)
+    return status
 
 
 if __name__ == "__main__":  # `python -m hornet.cli`: run the imported module, so its exception classes are the ones

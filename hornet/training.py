@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
 import shutil
@@ -17,17 +16,22 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary, RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 from hornet.ablation.progress import SuiteProgress, SuiteProgressBar
 from hornet.ablation.spec import AblationConfig
 from hornet.ablation.store import newest_checkpoint
 from hornet.cli import LIGHTNING_SUBCOMMANDS, Interrupted, UsageError, interrupt_on_signals
 from hornet.data import ClassificationDataModule
+from hornet.data.base import resume_position
+from hornet.files import check_writable_dir, write_atomic, write_json
 from hornet.lit import ClassificationModule
 
-__all__ = ["DEFAULT_CONFIG", "HornetCLI", "git_commit"]
+__all__ = [
+    "DEFAULT_CONFIG", "AtomicCheckpointIO", "HornetCLI", "check_config", "check_training_checkpoint", "git_commit",
+]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "lightning_cli.yaml"
@@ -44,6 +48,11 @@ def _git(*args: str) -> str:
 def git_commit() -> str | None:
     """The repository's HEAD commit (None outside a git checkout)."""
     return _git("rev-parse", "HEAD") or None
+
+
+def slurm_requeued() -> bool:
+    """True in a SLURM job started again by ``scontrol requeue`` (after preemption or SIGUSR1 near its time limit)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0").strip() not in ("", "0")
 
 
 def run_metadata(seed: int | None) -> dict:
@@ -89,18 +98,110 @@ class ResumableCSVLogger(CSVLogger):
         return writer
 
 
+def check_yaml_files(argv: list[str]) -> None:
+    """Every ``--config`` file (and the default config) must be YAML: a syntax error names the file, line and column.
+
+    jsonargparse reports such errors without the file name; configs given inline as YAML text are left to it.
+    """
+    paths = [DEFAULT_CONFIG]
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            paths.append(Path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            paths.append(Path(arg.partition("=")[2]))
+    for path in paths:
+        try:
+            if not path.is_file():
+                continue
+            yaml.safe_load(path.read_text())
+        except OSError:
+            continue  # not a file name (YAML text): parsed by jsonargparse
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            context = f" ({err.context})" if err.context else ""
+            raise UsageError(f"{path}: invalid YAML{where}: {err.problem}{context}") from None
+        except yaml.YAMLError as err:
+            raise UsageError(f"{path}: invalid YAML: {err}") from None
+
+
+def check_config(config) -> None:
+    """Checks that span config sections (each class validates its own arguments); ``config`` is a parsed fit config."""
+    model, batch = config["model"], config["data"]["init_args"].get("batch_size")
+    if (model.get("mixup") or model.get("cutmix")) and isinstance(batch, int) and batch % 2:
+        raise ValueError(f"model.mixup / model.cutmix mix pairs of images: data.batch_size must be even; got {batch}")
+
+
+def check_training_checkpoint(path: str | Path, model: torch.nn.Module | None = None) -> dict:
+    """Fail with one clear line unless ``path`` is a Lightning training checkpoint whose weights fit ``model``;
+    returns the checkpoint (memory-mapped)."""
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise ValueError(f"--ckpt_path {str(path)!r} is not a PyTorch checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(
+            f"--ckpt_path {str(path)!r} holds model weights ({keys}), not a training checkpoint of `hornet fit`; start "
+            "from weights with model.backbone_kwargs: {pretrained: true, pretrained_cfg_overlay: {file: PATH}}"
+        )
+    if model is not None:
+        from hornet.models.convert import describe_state_dict_mismatch
+
+        problems = describe_state_dict_mismatch(checkpoint["state_dict"], model.state_dict())
+        if problems:
+            raise ValueError(f"--ckpt_path {str(path)!r} was saved from another model: {problems}")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the target, then renamed (Lightning's default stages them in
+    the system temp dir and moves them, which is a plain copy when that is another file system)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda handle: torch.save(checkpoint, handle), binary=True)
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Lightning's config.yaml writer for fits only, and without ``ckpt_path``: the file reproduces the run from its
+    start (a later `hornet test` of the run, or a resumed fit, does not replace it with its own arguments)."""
+
+    def __init__(self, parser, config, *args, **kwargs) -> None:
+        config = config.clone()
+        if "ckpt_path" in config:
+            config.ckpt_path = None
+        super().__init__(parser, config, *args, **kwargs)
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
+
+
 class SaveOnException(Callback):
     """Save the training state when fit stops on an exception or a signal, for ``--ckpt_path last`` to resume.
 
-    Unlike Lightning's OnExceptionCheckpoint, its presence does not make a fit without ``ckpt_path`` resume.
+    Unlike Lightning's OnExceptionCheckpoint, its presence does not make a fit without ``ckpt_path`` resume. A fit
+    stopped by a non-finite loss is not saved (its weights are what went wrong), and a failing save (a full disk)
+    is reported without hiding the exception that stopped the fit.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def on_exception(self, trainer: Trainer, pl_module, exception: BaseException) -> None:
-        if trainer.state.fn == "fit" and trainer.global_step > 0:
+        if trainer.state.fn != "fit" or trainer.global_step == 0 or isinstance(exception, FloatingPointError):
+            return
+        try:
             trainer.save_checkpoint(self.path)
+        except OSError as err:
+            print(f"hornet fit: could not save {self.path}: {err}", file=sys.stderr)
 
 
 class HornetCLI(LightningCLI):
@@ -115,6 +216,7 @@ class HornetCLI(LightningCLI):
     ) -> None:
         self.suite_progress = suite_progress
         self.exit_code: int | None = None
+        check_yaml_files(list(sys.argv[1:] if args is None else args))
         parser_kwargs = {
             "parser_mode": "omegaconf+",
             "exit_on_error": False,
@@ -128,11 +230,22 @@ class HornetCLI(LightningCLI):
             ClassificationModule,
             ClassificationDataModule,
             subclass_mode_data=True,
+            save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
             parser_kwargs=parser_kwargs,
             args=args,
             run=run,
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the model's hyperparameters from ``--ckpt_path`` while parsing: check the file first."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+            if not Path(ckpt_path).is_file():
+                raise UsageError(f"--ckpt_path {ckpt_path!r}: no such checkpoint file")
+            check_training_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_name", type=str | None, default=None, help="runs/<run_name>/ (default: config stem)")
@@ -149,6 +262,11 @@ class HornetCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         spec = self.config[self.subcommand].get("ablation") if self.subcommand else None
         if spec is None:
+            if self.subcommand == "fit":  # fail before anything is built or loaded
+                check_config(self.config["fit"])
+                check_writable_dir(self.run_dir, key="--runs_dir / --run_name")
+                if slurm_requeued() and self.config["fit"].get("ckpt_path") is None and newest_checkpoint(self.run_dir):
+                    self.config["fit"]["ckpt_path"] = "last"  # a requeued job goes on from its newest checkpoint
             return
         if self.subcommand != "fit":
             raise UsageError(
@@ -182,6 +300,8 @@ class HornetCLI(LightningCLI):
                     print(f"hornet fit: interrupted; resume with --run_name {self.run_dir.name} --ckpt_path last",
                           file=sys.stderr)  # fmt: skip
                 raise
+            except FloatingPointError as err:
+                raise FloatingPointError(f"run {self.run_dir}: {err}") from err
         self.exit_code = 0
 
     # --- run directory -----------------------------------------------------------------------------------------------
@@ -203,6 +323,8 @@ class HornetCLI(LightningCLI):
                 save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=not self._fresh_fit
             )
         kwargs.setdefault("default_root_dir", str(run_dir))
+        if trainer_config.get("plugins") is None and "deepspeed" not in str(trainer_config.get("strategy")).lower():
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         callbacks = [
             ModelCheckpoint(
                 dirpath=str(run_dir / "checkpoints"),
@@ -263,15 +385,21 @@ class HornetCLI(LightningCLI):
             config["ckpt_path"] = str(best[-1])
         elif ckpt_path is not None and not Path(ckpt_path).is_file():
             raise UsageError(f"--ckpt_path {ckpt_path!r}: no such checkpoint file")
+        if config.get("ckpt_path") is not None:
+            checkpoint = check_training_checkpoint(config["ckpt_path"], self.model)
+            if self.subcommand == "fit" and isinstance(self.datamodule, ClassificationDataModule):
+                self.datamodule.resume_at = resume_position(checkpoint)
 
     def before_fit(self) -> None:
         self._resolve_ckpt_path(default_best=False)
         if self.trainer.is_global_zero:
-            if self._fresh_fit and self._checkpoints().is_dir():  # a new fit of this run: no stale checkpoints mixed in
-                shutil.rmtree(self._checkpoints())
+            if self._fresh_fit:  # a new fit of this run: no stale checkpoint mixed in, none for Lightning to resume
+                shutil.rmtree(self._checkpoints(), ignore_errors=True)
+                for stale in self.run_dir.glob("hpc_ckpt_*.ckpt"):
+                    stale.unlink()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             meta = run_metadata(self.config[self.subcommand].get("seed_everything"))
-            (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            write_json(self.run_dir / "meta.json", meta)
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path(default_best=True)
@@ -314,7 +442,8 @@ class HornetCLI(LightningCLI):
         names = datamodule.predict_names(dataset) if datamodule is not None else None
         path = self.run_dir / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
+
+        def write(handle) -> None:
             writer = csv.writer(handle)
             k = predictions[0]["indices"].shape[-1]
             columns = [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob")]
@@ -326,4 +455,7 @@ class HornetCLI(LightningCLI):
                     pairs = [v for pair in zip(labels, (round(p, 5) for p in probs)) for v in pair]
                     writer.writerow([names[row] if names else row, *pairs])
                     row += 1
-        print(f"hornet predict: {row} predictions written to {path}", file=sys.stderr)
+
+        write_atomic(path, write)
+        rows = sum(len(batch["indices"]) for batch in predictions)
+        print(f"hornet predict: {rows} predictions written to {path}", file=sys.stderr)

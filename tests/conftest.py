@@ -30,3 +30,13 @@ def released_fixture():
     if not FIXTURE.is_file():
         pytest.fail(f"missing {FIXTURE}: the shared fixtures must sit beside the checkout (or set HORNET_SHARED)")
     return torch.load(FIXTURE, weights_only=True)
+
+
+@pytest.fixture
+def one_thread():
+    """Run in-process fits with one intra-op thread, like the OMP_NUM_THREADS=1 subprocesses of the same test: float
+    sums in another thread split differ in the last bits, which AdamW can amplify. Bit-exact comparisons need it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -187,7 +187,7 @@ def _spawn(args, **kwargs):
     )  # fmt: skip
 
 
-def test_sigterm_interrupts_then_rerun_completes_each_run_once(tmp_path):
+def test_sigterm_interrupts_then_rerun_completes_each_run_once(tmp_path, one_thread):
     suite = _suite_file(tmp_path, train_size=1024, epochs=2)
     process = _spawn(["--config", str(suite)])
     second = tmp_path / "suite" / "order3" / "seed0"
@@ -210,6 +210,13 @@ def test_sigterm_interrupts_then_rerun_completes_each_run_once(tmp_path):
     for variant in ("order2", "order3", "lr_low"):
         state = torch.load(tmp_path / "suite" / variant / "seed0" / "checkpoints" / "last.ckpt", weights_only=False)
         assert state["epoch"] == 1 and state["global_step"] == 2 * 1024 // 16, variant  # trained once, not twice
+    # the interrupted run, resumed mid-epoch, ends where the same config run without interruption ends
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    alone = ["fit", "--config", str(second / "config.yaml"), "--runs_dir", str(tmp_path), "--run_name", "alone"]
+    assert main(alone) == 0
+    uninterrupted = torch.load(tmp_path / "alone" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, msg=key)
 
 
 def test_two_array_jobs_of_one_suite_both_land_in_results(tmp_path):

@@ -15,6 +15,7 @@ import os
 import shutil
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,13 +31,13 @@ from hornet.ablation.store import (
     newest_checkpoint,
     read_result,
     rebuild_results,
-    write_json,
     write_result,
 )
 from hornet.analysis.benchmark import inference_img_per_s, peak_rss_mb, reset_peak_rss
 from hornet.analysis.complexity import count_complexity
 from hornet.analysis.report import render_table
-from hornet.cli import Interrupted, interrupt_on_signals
+from hornet.cli import Interrupted, interrupt_on_signals, one_line
+from hornet.files import check_writable_dir, write_json, write_text
 
 __all__ = ["SuiteRunner", "VariantProfile", "is_leader"]
 
@@ -76,15 +77,18 @@ class SuiteRunner:
     # --- checks before anything runs ------------------------------------------------------------------------------
     def profile(self, run: AblationRun) -> VariantProfile:
         """Parse the variant's config like a hand-written one and build it on the meta device (errors surface here)."""
+        from hornet.training import check_config
+
         name = run.variant.name
         if name not in self.profiles:
             config = self.configs[run.key]
             try:
                 namespace = self.parser.parse_object(config)
+                check_config(namespace)
                 with torch.device("meta"):
                     init = self.parser.instantiate_classes(namespace)
             except Exception as err:
-                raise ValueError(f"ablation variant {name!r}: {' '.join(str(err).split())}") from None
+                raise ValueError(f"ablation variant {name!r}: {one_line(err)}") from None
             module, data = init.model, init.data
             complexity = count_complexity(module.backbone, data.img_size, in_chans=data.in_chans)
             self.profiles[name] = VariantProfile(
@@ -194,7 +198,7 @@ class SuiteRunner:
         if self.spec.dry_run:
             self.print_plan()
             return 0
-        self.suite_dir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(self.suite_dir, key="ablation.output_dir")
         if self.leader:
             write_json(self.suite_dir / "suite.json", asdict(self.spec))  # what the report needs: reference, variants
         progress = SuiteProgress(self.spec.name, total=len(self.runs))
@@ -237,7 +241,7 @@ class SuiteRunner:
             if state in ("changed", "failed") or (started_with is not None and started_with != digest):
                 self._wipe(run_dir)  # a changed config or a retried failure starts from scratch
                 previous = None
-            (run_dir / "config_hash").write_text(digest + "\n")
+            write_text(run_dir / "config_hash", digest + "\n")
             resume_from = newest_checkpoint(run_dir)
             wall_before = float(previous.get("wall_s") or 0) if previous else 0.0
             row = self._row(run, digest)
@@ -249,7 +253,7 @@ class SuiteRunner:
                 row["status"] = "interrupted"
                 raise
             except Exception as err:
-                row["status"] = f"failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                row["status"] = f"failed: {type(err).__name__}: {one_line(err)[:300]}"
                 self.console.print(f"[red]suite {self.spec.name}: {run.key} {row['status']}[/]", highlight=False)
             finally:
                 gc.collect()  # the run's trainer, model and data sit in reference cycles; free them before the next
@@ -293,6 +297,9 @@ class SuiteRunner:
         reset_peak_rss()
         progress.stage = "fit" + (" (resumed)" if resume_from else "")
         resume = ["--ckpt_path", str(resume_from)] if resume_from else []
+        # each run is parsed from its own arguments; sys.argv stays the suite's command, which the ranks of a
+        # distributed run re-execute (so Lightning's warning about args beside sys.argv does not apply)
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         fit = HornetCLI(["fit", *common, *resume], suite_progress=progress)
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
         best = fit.trainer.checkpoint_callback.best_model_score

@@ -121,7 +121,9 @@ def select_runs(runs: list[AblationRun], only: int | str | None) -> list[Ablatio
     chosen = [r for r in runs if only in (r.variant.name, r.key)]
     if not chosen:
         names = sorted({r.variant.name for r in runs})
-        raise ValueError(f"ablation.only {only!r} matches no run; use an index, a variant ({names}) or name:seed")
+        raise ValueError(
+            f"ablation.only {only!r} matches no run; use an index, a variant ({', '.join(names)}) or name:seed"
+        )
     return chosen
 
 

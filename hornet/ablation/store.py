@@ -19,6 +19,8 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
+from hornet.files import write_atomic, write_json
+
 __all__ = [
     "RESULT_COLUMNS",
     "RunLock",
@@ -26,7 +28,6 @@ __all__ = [
     "read_result",
     "rebuild_results",
     "results_lock",
-    "write_json",
     "write_result",
 ]
 
@@ -36,13 +37,6 @@ RESULT_COLUMNS = (
     "epochs", "wall_s", "status",
 )  # fmt: skip
 EMA_COLUMNS = ("best_val_top1_ema", "test_top1_ema", "test_top5_ema")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file, then rename it over ``path``: readers see the old or the new file, whole."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def write_result(run_dir: Path, row: dict) -> None:
@@ -90,14 +84,15 @@ def rebuild_results(suite_dir: Path, order: list[tuple[str, int]]) -> Path:
         )
         has_ema = any(row.get(c) is not None for row in rows for c in EMA_COLUMNS)
         columns = [c for c in RESULT_COLUMNS if has_ema or c not in EMA_COLUMNS]
-        target = suite_dir / "results.csv"
-        temporary = target.with_name(f".results.csv.{os.getpid()}.tmp")
-        with temporary.open("w", newline="") as handle:
+
+        def write(handle) -> None:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             for row in rows:
                 writer.writerow({c: ("" if row.get(c) is None else row[c]) for c in columns})
-        os.replace(temporary, target)
+
+        target = suite_dir / "results.csv"
+        write_atomic(target, write)
     return target
 
 

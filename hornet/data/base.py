@@ -9,10 +9,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import functional as TF
 
-__all__ = ["ClassificationDataModule", "EpochShuffleSampler", "ImageFiles", "run_seed", "split_train_val"]
+__all__ = [
+    "ClassificationDataModule", "EpochShuffleSampler", "ImageFiles", "resume_position", "run_seed", "split_train_val",
+]  # fmt: skip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -22,26 +25,56 @@ def run_seed() -> int:
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A shuffle that depends only on (seed, epoch), so a run resumed at an epoch boundary sees the same order.
+class EpochShuffleSampler(DistributedSampler):
+    """A shuffle that depends only on (seed, epoch), shared out between ranks, resumable inside an epoch.
 
-    Lightning calls ``set_epoch`` before every training epoch (and wraps this sampler for distributed runs).
+    Rank ``r`` of ``num_replicas`` takes positions r, r + num_replicas, ... of the epoch's order, so N ranks with a
+    batch of b train on exactly the samples that one process with a batch of N x b does, step by step. It is a
+    DistributedSampler, so Lightning does not wrap it in another (whose own shuffle would break that equivalence).
+    Lightning calls ``set_epoch`` before every training epoch. ``skip`` drops this rank's first indices of ``epoch``
+    once: a fit resumed from a mid-epoch checkpoint continues the epoch where the checkpoint stopped.
     """
 
-    def __init__(self, data_source: Sized, seed: int) -> None:
-        self.size = len(data_source)
-        self.seed = seed
-        self.epoch = 0
+    def __init__(
+        self, data_source: Sized, seed: int, *, epoch: int = 0, skip: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:  # no DistributedSampler.__init__: it would ask the process group for what is given here
+        self.dataset = data_source
+        self.seed, self.epoch, self.skip = seed, epoch, skip
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.drop_last = True, True
+        self.num_samples = len(data_source) // num_replicas  # a remainder of fewer than num_replicas is left out
+        self.total_size = self.num_samples * num_replicas
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        skip, self.skip = self.skip, 0
+        return iter(mine[skip:])
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples  # the whole epoch, also when resumed mid-epoch: Lightning counts skipped batches done
+
+
+def resume_position(checkpoint: dict) -> tuple[int, int]:
+    """(epoch, batches of it already trained) where a fit resumed from a Lightning ``checkpoint`` dict goes on.
+
+    A mid-epoch checkpoint (on exception, SLURM's hpc_ckpt) goes on inside its epoch; an end-of-epoch one at the start
+    of the next. A batch whose optimizer step was taken counts as trained (``processed``), as Lightning counts it.
+    """
+    epoch = int(checkpoint.get("epoch", 0))
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+    if not progress:
+        return epoch, 0
+    trained = int(progress["current"]["processed"])
+    if progress.get("is_last_batch") or trained == 0:
+        return (epoch + 1 if trained else epoch), 0
+    return epoch, trained
 
 
 def split_train_val(dataset: Dataset, val_size: int, split_seed: int) -> tuple[Subset, Subset]:
@@ -100,6 +133,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.resume_at: tuple[int, int] = (0, 0)  # (epoch, batches trained in it), set by `hornet fit --ckpt_path`
 
     @property
     def global_batch_size(self) -> int:
@@ -111,10 +145,21 @@ class ClassificationDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not created this split")
+        sampler = None
+        if train:
+            # a resumed fit starts in its checkpoint's epoch (also for worker processes, which draw the order before
+            # Lightning's set_epoch), mid-epoch past the batches each rank already trained
+            epoch, done = self.resume_at
+            trainer = self.trainer
+            sampler = EpochShuffleSampler(
+                dataset, run_seed(), epoch=epoch, skip=done * self.batch_size,
+                num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+            )  # fmt: skip
+            self.resume_at = (0, 0)  # once: the first training loader of the fit
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, run_seed()) if train else None,
+            sampler=sampler,
             drop_last=train,  # Mixup/CutMix need full, even batches
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -2,15 +2,70 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from torchvision.datasets import ImageFolder
 
 from hornet.data.base import ClassificationDataModule, split_train_val
 
-__all__ = ["ImageFolderDataModule"]
+__all__ = ["CheckedImageFolder", "CorruptImageError", "ImageFolderDataModule"]
+
+
+class CorruptImageError(ValueError):
+    """An image file that PIL cannot decode (corrupt, truncated, not an image)."""
+
+
+class CheckedImageFolder(ImageFolder):
+    """torchvision's ImageFolder whose unreadable files are reported with their path, or skipped and counted.
+
+    With ``skip_corrupt`` an unreadable file is replaced by the next readable one (the batch keeps its size), warned
+    about once with its path, and marked in a byte-per-file table shared with the DataLoader's worker processes, so
+    ``skipped`` counts distinct files whichever process met them.
+    """
+
+    def __init__(self, root: str, transform: Callable, *, skip_corrupt: bool = False) -> None:
+        try:
+            super().__init__(root, transform=transform)
+        except FileNotFoundError as err:  # torchvision's message names the classes, not the folder
+            raise FileNotFoundError(f"{root}: {err}") from None
+        self.skip_corrupt = skip_corrupt
+        self.corrupt = multiprocessing.get_context().RawArray("b", len(self.samples))  # 1 = known unreadable
+
+    @property
+    def skipped(self) -> int:
+        return bytes(self.corrupt).count(1)
+
+    def load(self, index: int) -> Image.Image | None:
+        """The image at ``index`` as RGB; None when it is unreadable and ``skip_corrupt`` is on."""
+        if self.corrupt[index]:
+            return None
+        path = self.samples[index][0]
+        try:
+            with open(path, "rb") as handle:
+                return Image.open(handle).convert("RGB")  # decodes every pixel: a truncated file fails here
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for undecodable data
+            reason = " ".join(str(err).split())
+            if not self.skip_corrupt:
+                raise CorruptImageError(
+                    f"corrupt or truncated image {path} ({reason}); set data.skip_corrupt: true to skip such files"
+                ) from None
+            self.corrupt[index] = 1
+            warnings.warn(f"data.skip_corrupt: skipped {path} ({reason})", stacklevel=1)
+            return None
+
+    def __getitem__(self, index: int):
+        for offset in range(len(self.samples)):
+            candidate = (index + offset) % len(self.samples)
+            image = self.load(candidate)
+            if image is not None:
+                target = self.samples[candidate][1]
+                return self.transform(image) if self.transform else image, target
+        raise CorruptImageError(f"{self.root}: not one readable image")
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -30,6 +85,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         crop_pct, interpolation: evaluation crop fraction and resize interpolation (null: the backbone's cfg).
         val_size, split_seed: the carved validation split when there is no ``val/``.
         predict_dir: a folder of images for ``hornet predict`` (default: the test split).
+        skip_corrupt: skip files PIL cannot decode (each is warned about with its path and counted) instead of
+            stopping at the first one with an error that names it.
     """
 
     in_chans = 3
@@ -49,10 +106,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         val_size: int = 10000,
         split_seed: int = 0,
         predict_dir: str | None = None,
+        skip_corrupt: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size, predict_dir=predict_dir)
         self.root = Path(root).expanduser()
         train = self.root / "train"
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root {str(self.root)!r} does not exist or is not a folder")
         if not train.is_dir():
             raise FileNotFoundError(f"data.root {str(self.root)!r} has no train/ folder (expected train/<class>/*)")
         self.classes = tuple(sorted(p.name for p in train.iterdir() if p.is_dir()))
@@ -70,6 +130,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.interpolation = interpolation
         self.val_size = val_size
         self.split_seed = split_seed
+        self.skip_corrupt = skip_corrupt
+        self.folders: list[CheckedImageFolder] = []
 
     def data_config(self) -> dict:
         """Interpolation, mean, std and crop_pct: the backbone's pretrained cfg, overridden by this module's args."""
@@ -105,11 +167,22 @@ class ImageFolderDataModule(ClassificationDataModule):
             crop_pct=config["crop_pct"],
         )
 
-    def _folder(self, split: str, transform: Callable) -> ImageFolder:
-        folder = ImageFolder(str(self.root / split), transform=transform)
+    def _folder(self, split: str, transform: Callable) -> CheckedImageFolder:
+        folder = CheckedImageFolder(str(self.root / split), transform=transform, skip_corrupt=self.skip_corrupt)
         if tuple(folder.classes) != self.classes:
             raise FileNotFoundError(f"{self.root / split} has classes {folder.classes[:5]}... unlike train/")
+        self.folders.append(folder)
         return folder
+
+    @property
+    def skipped_images(self) -> int:
+        """Distinct corrupt files skipped so far (``skip_corrupt``), over every split and loader process."""
+        return len({path for folder in self.folders for (path, _), bad in zip(folder.samples, folder.corrupt) if bad})
+
+    def teardown(self, stage: str) -> None:
+        if self.skipped_images and (self.trainer is None or self.trainer.is_global_zero):
+            message = f"data.skip_corrupt: {self.skipped_images} corrupt images skipped (paths warned above)"
+            warnings.warn(message, stacklevel=2)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -23,6 +23,14 @@ from hornet.models import builds_for_input_size, check_model_name
 __all__ = ["ClassificationModule"]
 
 PAPER_BATCH = 4096  # the released recipe's lr is quoted for this total batch
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")  # FSDP, checkpoints, compile
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter's name as in the bare model: strategy and compile wrappers add path segments."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
 
 
 class ClassificationModule(L.LightningModule):
@@ -87,9 +95,14 @@ class ClassificationModule(L.LightningModule):
             kwargs = dict(backbone_kwargs or {})
             if builds_for_input_size(backbone):
                 kwargs.setdefault("img_size", img_size)  # hornet's models size GF filters / windows from it
-            self.backbone = timm.create_model(
-                backbone, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate, **kwargs
-            )
+            try:
+                self.backbone = timm.create_model(
+                    backbone, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate, **kwargs
+                )
+            except (ValueError, TypeError) as err:  # a bad backbone_kwargs value, or a keyword the model lacks
+                raise ValueError(
+                    f"model.backbone {backbone} with model.backbone_kwargs {backbone_kwargs}: {err}"
+                ) from err
         if grad_checkpointing:
             self.backbone.set_grad_checkpointing(True)
         if channels_last:
@@ -113,9 +126,27 @@ class ClassificationModule(L.LightningModule):
                 for k, top_k in (("top1", 1), ("top5", top5))
             }
         )
+        self._param_settings: dict[str, tuple[float, float]] | None = None
+        self._group_settings()  # while the backbone is still unwrapped
         self._batch_start = 0.0
         self.train_img_s: list[float] = []  # every training batch's images per second (the suite runner reads it)
         self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)  # for the model summary's FLOPs
+
+    def describe(self) -> str:
+        """The model being trained, as its config names it (for messages)."""
+        backbone = self.hparams.get("backbone")
+        name = backbone if isinstance(backbone, str) else type(self.backbone).__name__
+        kwargs = self.hparams.get("backbone_kwargs")
+        return f"model {name}" + (f" {kwargs}" if kwargs else "")
+
+    def setup(self, stage: str) -> None:
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+        if self.ema is not None and isinstance(self.trainer.strategy, (FSDPStrategy, DeepSpeedStrategy)):
+            raise ValueError(
+                f"model.ema_decay: the EMA copy of the weights is not sharded and would average only this rank's "
+                f"shard under {type(self.trainer.strategy).__name__}; use the ddp strategy for EMA, or ema_decay: null"
+            )
 
     # --- forward ---------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,12 +167,14 @@ class ClassificationModule(L.LightningModule):
             x, targets = self.mixup(x, y)
         logits = self(x)
         loss = self.train_loss(logits, targets)
-        if not torch.isfinite(loss):
+        # every rank takes the same decision, so a non-finite loss on one stops all of them (no rank left waiting)
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at step {self.global_step}; try a lower model.lr, "
-                "gradient clipping (trainer.gradient_clip_val) or precision 32"
+                f"non-finite training loss ({loss.item()} on rank {self.global_rank}) at step {self.global_step} of "
+                f"{self.describe()}; try a lower model.lr (now {self.effective_lr:.3g}), gradient clipping "
+                "(trainer.gradient_clip_val) or trainer.precision 32"
             )
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)  # all ranks' mean
         for k in ("top1", "top5"):
             self.metrics[f"train_{k}"](logits.detach(), y)
             self.log(f"train/{k}", self.metrics[f"train_{k}"], on_step=False, on_epoch=True)
@@ -151,6 +184,16 @@ class ClassificationModule(L.LightningModule):
         norms = grad_norm(self.backbone, norm_type=2)
         if "grad_2.0_norm_total" in norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.strategy.model
+        by_norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and by_norm and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)  # the norm over every rank's shards (Lightning refuses its own)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
@@ -201,16 +244,43 @@ class ClassificationModule(L.LightningModule):
             lr = lr * batch / PAPER_BATCH
         return lr
 
+    def _group_settings(self) -> dict[str, tuple[float, float]]:
+        """(weight decay, lr scale) of every backbone parameter by name, from timm's grouping of the unwrapped model.
+
+        Computed once, before a strategy wraps or shards the backbone: FSDP's flattened parameters are 1-D, which
+        would hide which ones to decay, and their names gain wrapper prefixes.
+        """
+        if self._param_settings is None:
+            hp = self.hparams
+            if hp.layer_decay is not None:
+                groups = param_groups_layer_decay(
+                    self.backbone, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay
+                )
+            else:
+                groups = param_groups_weight_decay(self.backbone, weight_decay=hp.weight_decay)
+            names = {id(param): name for name, param in self.backbone.named_parameters()}
+            self._param_settings = {
+                names[id(param)]: (group["weight_decay"], group.get("lr_scale", 1.0))
+                for group in groups
+                for param in group["params"]
+            }
+        return self._param_settings
+
     def configure_optimizers(self):
         hp = self.hparams
-        if hp.layer_decay is not None:
-            groups = param_groups_layer_decay(self.backbone, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay)
-        else:
-            groups = param_groups_weight_decay(self.backbone, weight_decay=hp.weight_decay)
         lr = self.effective_lr
-        for group in groups:
-            group["lr"] = lr * group.pop("lr_scale", 1.0)
-        optimizer = torch.optim.AdamW(groups, lr=lr)
+        settings = self._group_settings()
+        groups = {key: [] for key in settings.values()}  # timm's group order, so older checkpoints still resume
+        for name, param in self.backbone.named_parameters():  # the parameters the strategy will step
+            if param.requires_grad:
+                default = (hp.weight_decay if param.ndim > 1 else 0.0, 1.0)  # a parameter unfrozen since __init__
+                groups.setdefault(settings.get(unwrapped_name(name), default), []).append(param)
+        param_groups = [
+            {"params": params, "weight_decay": decay, "lr": lr * scale}
+            for (decay, scale), params in groups.items()
+            if params
+        ]
+        optimizer = torch.optim.AdamW(param_groups, lr=lr)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = min(int(hp.warmup_epochs * steps_per_epoch), total - 1)

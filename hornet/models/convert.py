@@ -10,13 +10,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WEIGHT_CHOICES", "checkpoint_filter_fn", "read_released_checkpoint", "resize_complex_weight"]
+__all__ = [
+    "WEIGHT_CHOICES",
+    "checkpoint_filter_fn",
+    "describe_state_dict_mismatch",
+    "read_released_checkpoint",
+    "resize_complex_weight",
+]
 
 WEIGHT_CHOICES = ("raw", "ema")
 # Released training checkpoints (ConvNeXt-style) keep the argparse Namespace of the run under "args".
 torch.serialization.add_safe_globals([argparse.Namespace])
 
 
+ADAPTABLE_KEYS = ("head.weight", "head.bias", "downsample_layers.0.0.weight")  # timm adapts classes / in_chans
 LIGHTNING_PREFIX = {"raw": "backbone.", "ema": "ema.module."}  # ClassificationModule attribute paths
 
 
@@ -74,24 +81,18 @@ def _describe(keys: list[str], limit: int = 6) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Check a released state dict against ``model`` and adapt it: GF filters are resized to the model's size.
-
-    The classifier (``head.*``) and the stem conv's input channels may differ; timm adapts those. Any other missing,
-    unexpected or differently shaped key is a ``ValueError`` that names them.
-    """
-    target = model.state_dict()
-    adaptable = ("head.weight", "head.bias", "downsample_layers.0.0.weight")
-    out: dict[str, torch.Tensor] = {}
-    mismatched = []
-    for key, value in state_dict.items():
-        if key.endswith("complex_weight") and key in target and value.shape[0] == target[key].shape[0]:
-            value = resize_complex_weight(value, tuple(target[key].shape[1:3]))
-        if key in target and key not in adaptable and value.shape != target[key].shape:
-            mismatched.append(f"{key} {tuple(value.shape)} vs model {tuple(target[key].shape)}")
-        out[key] = value
-    missing = sorted(set(target) - set(out))
-    unexpected = sorted(set(out) - set(target))
+def describe_state_dict_mismatch(
+    state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *, adaptable: tuple[str, ...] = ()
+) -> str:
+    """What keeps ``state_dict`` from loading into a module whose state dict is ``target`` ("" when it fits):
+    missing and unexpected keys and shape mismatches, a few of each named. Keys in ``adaptable`` may differ in shape."""
+    mismatched = [
+        f"{key} {tuple(value.shape)} vs model {tuple(target[key].shape)}"
+        for key, value in state_dict.items()
+        if key in target and key not in adaptable and tuple(value.shape) != tuple(target[key].shape)
+    ]
+    missing = sorted(set(target) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(target))
     problems = []
     if missing:
         problems.append(f"missing keys: {_describe(missing)}")
@@ -99,7 +100,23 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
         problems.append(f"unexpected keys: {_describe(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatches: {_describe(mismatched)}")
+    return "; ".join(problems)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Check a released state dict against ``model`` and adapt it: GF filters are resized to the model's size.
+
+    The classifier (``head.*``) and the stem conv's input channels may differ; timm adapts those. Any other missing,
+    unexpected or differently shaped key is a ``ValueError`` that names them.
+    """
+    target = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.endswith("complex_weight") and key in target and value.shape[0] == target[key].shape[0]:
+            value = resize_complex_weight(value, tuple(target[key].shape[1:3]))
+        out[key] = value
+    problems = describe_state_dict_mismatch(out, target, adaptable=ADAPTABLE_KEYS)
     if problems:
         arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-        raise ValueError(f"checkpoint does not fit {arch} (is it for another architecture?): " + "; ".join(problems))
+        raise ValueError(f"checkpoint does not fit {arch} (is it for another architecture?): {problems}")
     return out

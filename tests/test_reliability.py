@@ -1,0 +1,300 @@
+"""Reliability: every bad input gets one clear line (exit 2, no traceback); faults lose and corrupt nothing."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+from PIL import Image
+from test_training import SYNTHETIC as TRAINING_RUN  # a tiny synthetic fit
+
+from hornet.ablation.store import rebuild_results, write_result
+from hornet.cli import main
+from hornet.data import ImageFolderDataModule
+from hornet.files import OutputError, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC = [*TRAINING_RUN, "--trainer.max_epochs", "1", "--trainer.enable_model_summary", "false"]
+IMAGE_FOLDER = ["--data.class_path", "hornet.data.ImageFolderDataModule", "--data.init_args.img_size", "32"]
+
+
+def _yaml(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _backbone_kwargs(tmp_path: Path, **kwargs) -> list[str]:
+    return ["--config", _yaml(tmp_path / "kwargs.yaml", {"model": {"backbone_kwargs": kwargs}})]
+
+
+def _suite(tmp_path: Path) -> list[str]:
+    suite = {
+        "ablation": {
+            "name": "tiny",
+            "seeds": [0],
+            "output_dir": str(tmp_path / "suite"),
+            "variants": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {"model.lr": 1e-3}}],
+        }
+    }
+    return ["--config", _yaml(tmp_path / "suite.yaml", suite)]
+
+
+def _malformed_yaml(tmp_path: Path) -> list[str]:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  lr: 0.001\n  backbone: [hornet_micro_gf\ntrainer:\n  max_epochs: 2\n")
+    return ["--config", str(path)]
+
+
+def _empty_image_tree(tmp_path: Path) -> list[str]:
+    for name in ("cat", "dog"):
+        (tmp_path / "images" / "train" / name).mkdir(parents=True)
+        (tmp_path / "images" / "train" / name / "notes.txt").write_text("not an image")
+    return [*IMAGE_FOLDER, "--data.init_args.root", str(tmp_path / "images")]
+
+
+def _checkpoint(tmp_path: Path, content) -> list[str]:
+    path = tmp_path / "given.ckpt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return ["--ckpt_path", str(path)]
+
+
+def _released_for_another_architecture(tmp_path: Path) -> list[str]:
+    path = tmp_path / "hornet_nano_7x7_released.pth"
+    torch.save({"model": timm.create_model("hornet_nano_7x7").state_dict()}, path)  # the released files' layout
+    return _backbone_kwargs(tmp_path, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+
+
+def case(name: str, extra, *expected: str):
+    """One bad input: its name, the arguments after `hornet fit <synthetic run>`, what the one line must say."""
+    return pytest.param(extra, expected, id=name)
+
+
+BAD_INPUTS = [
+    case("unknown model", lambda t: ["--model.backbone", "hornet_tiny_gff"], "unknown model 'hornet_tiny_gff'",
+         "hornet_tiny_gf"),
+    case("order below 1", lambda t: _backbone_kwargs(t, orders=[0, 2, 3, 4]), "orders[0]=0",
+         "order must be an integer >= 1"),
+    case("width not divisible by 2^(order-1)", lambda t: _backbone_kwargs(t, orders=[2, 3, 4, 9]), "orders[3]=9",
+         "multiple of 2^(order-1) = 256"),
+    case("per-stage list of the wrong length", lambda t: _backbone_kwargs(t, orders=[2, 3, 4]),
+         "orders must be a list of 4"),
+    case("unknown mixer", lambda t: _backbone_kwargs(t, mixers=["dw7", "dw7", "dw7", "conv9"]),
+         "mixer 'conv9' is unknown", "allowed"),
+    case("even kernel size", lambda t: _backbone_kwargs(t, mixers=["dw6", "dw7", "dw7", "dw7"]), "mixer 'dw6'",
+         "odd"),
+    case("zero kernel size", lambda t: _backbone_kwargs(t, mixers=["dw0", "dw7", "dw7", "dw7"]), "mixer 'dw0'",
+         "odd and >= 1"),
+    case("keyword the model lacks", lambda t: _backbone_kwargs(t, order=[2, 3, 4, 5]), "model.backbone_kwargs",
+         "'order'"),
+    case("non-positive lr", lambda t: ["--model.lr", "0"], "model.lr must be > 0"),
+    case("non-positive batch size", lambda t: ["--data.init_args.batch_size", "0"],
+         "data.batch_size must be a positive integer"),
+    case("odd Mixup batch", lambda t: ["--model.mixup", "0.8", "--data.init_args.batch_size", "15"],
+         "data.batch_size must be even", "15"),
+    case("unknown ablation.only run", lambda t: [*_suite(t), "--ablation.only", "c:0"],
+         "ablation.only 'c:0' matches no run", "a, b"),
+    case("malformed YAML", _malformed_yaml, "broken.yaml", "line 4"),
+    case("data root that does not exist", lambda t: [*IMAGE_FOLDER, "--data.init_args.root", str(t / "nowhere")],
+         "nowhere", "does not exist"),
+    case("data root without images", _empty_image_tree, str(Path("images") / "train"), "Found no valid file"),
+    case("checkpoint that does not exist", lambda t: ["--ckpt_path", str(t / "gone.ckpt")], "gone.ckpt",
+         "no such checkpoint file"),
+    case("file that is not a checkpoint", lambda t: _checkpoint(t, b"plain text"), "given.ckpt",
+         "is not a PyTorch checkpoint"),
+    case("weights instead of a training checkpoint", lambda t: _checkpoint(t, {"stem.weight": torch.zeros(2)}),
+         "holds model weights", "pretrained_cfg_overlay"),
+    case("training checkpoint of another model",
+         lambda t: _checkpoint(t, {"state_dict": {"backbone.other.weight": torch.zeros(2)}}),
+         "saved from another model", "unexpected keys: backbone.other.weight", "missing keys"),
+    case("released checkpoint of another architecture", _released_for_another_architecture, "does not fit",
+         "shape mismatches"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("extra, expected", BAD_INPUTS)
+def test_bad_input_fails_with_one_clear_line(tmp_path, capsys, extra, expected):
+    status = main(["fit", *SYNTHETIC, "--runs_dir", str(tmp_path / "runs"), *extra(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("hornet: error:")]
+    assert len(errors) == 1, err
+    for text in expected:
+        assert text in errors[0], errors[0]
+    assert not list((tmp_path / "runs").rglob("*.ckpt")), "nothing trains before the input is checked"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    args = [sys.executable, "-m", "hornet.cli", "fit", *SYNTHETIC, "--model.lr", "0", "--runs_dir", str(tmp_path)]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HORNET_DEBUG": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr and "model.lr must be > 0" in result.stderr
+
+
+# --- data faults ------------------------------------------------------------------------------------------------------
+def _image_tree(root: Path, per_class: int = 6) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    (root / "train" / "cat" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    whole = (root / "train" / "dog" / "0.png").read_bytes()
+    (root / "train" / "dog" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+
+
+def test_a_corrupt_image_is_reported_with_its_path(tmp_path, capsys):
+    _image_tree(tmp_path / "images")
+    args = [*IMAGE_FOLDER, "--data.init_args.root", str(tmp_path / "images"), "--data.init_args.batch_size", "4"]
+    args += ["--data.init_args.num_workers", "0", "--data.init_args.auto_augment", "null"]
+    args += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--runs_dir", str(tmp_path)]
+    status = main(["fit", *args, "--model.backbone", "hornet_micro_7x7"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    line = next(line for line in err.splitlines() if line.startswith("hornet: error:"))
+    assert "corrupt or truncated image" in line and ("bad.jpg" in line or "truncated.png" in line), line
+    assert "data.skip_corrupt" in line
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_corrupt_skips_and_counts_them(tmp_path, num_workers):
+    _image_tree(tmp_path / "images")  # 14 training files, 2 of them unreadable
+    data = ImageFolderDataModule(
+        root=str(tmp_path / "images"), img_size=32, batch_size=7, num_workers=num_workers, skip_corrupt=True
+    )
+    data.setup("fit")
+    # warnings from loader worker processes do not reach pytest: check them in the main process only
+    warned = pytest.warns(UserWarning, match="data.skip_corrupt: skipped") if num_workers == 0 else nullcontext()
+    with warned:
+        images = sum(len(x) for x, _ in data.train_dataloader())
+        images += sum(len(x) for x, _ in data.train_dataloader())  # a second epoch: the same two files again
+    assert images == 2 * 14  # every batch full: a corrupt file is replaced by the next readable one
+    assert data.skipped_images == 2  # distinct files, whichever worker process met them, however often
+    marked = [(path, flag) for folder in data.folders for (path, _), flag in zip(folder.samples, folder.corrupt)]
+    assert {Path(path).name for path, flag in marked if flag} == {"bad.jpg", "truncated.png"}
+
+
+# --- training faults --------------------------------------------------------------------------------------------------
+def test_a_non_finite_loss_stops_the_run_with_step_variant_and_hint(tmp_path, capsys):
+    args = ["fit", *SYNTHETIC, "--model.lr", "1e6", "--model.warmup_epochs", "0", "--trainer.max_epochs", "3"]
+    status = main([*args, "--runs_dir", str(tmp_path), "--run_name", "diverged"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err, err
+    line = next(line for line in err.splitlines() if line.startswith("hornet: error:"))
+    assert "non-finite training loss" in line and "at step" in line and "hornet_micro_7x7" in line, line
+    assert "diverged" in line and "model.lr" in line and "gradient_clip_val" in line and "precision" in line
+    assert not (tmp_path / "diverged" / "checkpoints" / "on_exception.ckpt").exists()  # its weights went wrong
+
+
+# --- outputs are never corrupted --------------------------------------------------------------------------------------
+def test_a_failed_write_names_the_path_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    write_json(path, {"status": "ok", "test_top1": 0.9})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OutputError, match="No space left on device") as failure:
+        write_json(path, {"status": "ok", "test_top1": 0.1})
+    assert str(path) in str(failure.value) and "previous file is unchanged" in str(failure.value)
+    assert json.loads(path.read_text())["test_top1"] == 0.9
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # the temporary file is gone
+
+
+def test_results_csv_survives_a_failed_rebuild(tmp_path, monkeypatch):
+    run = tmp_path / "a" / "seed0"
+    run.mkdir(parents=True)
+    write_result(run, {"variant": "a", "seed": 0, "status": "ok", "test_top1": 0.5})
+    before = rebuild_results(tmp_path, [("a", 0)]).read_text()
+    write_result(run, {"variant": "a", "seed": 0, "status": "ok", "test_top1": 0.7})
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
+    with pytest.raises(OutputError, match=r"results\.csv"):
+        rebuild_results(tmp_path, [("a", 0)])
+    assert (tmp_path / "results.csv").read_text() == before
+
+
+def test_an_unwritable_output_directory_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the runs directory should be")  # unwritable as a directory, even for root
+    assert main(["fit", *SYNTHETIC, "--runs_dir", str(blocker)]) == 2
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("hornet: error:"))
+    assert "--runs_dir" in line and str(blocker) in line
+
+
+def test_a_full_disk_while_checkpointing_fails_in_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    assert main(["fit", *SYNTHETIC, "--runs_dir", str(tmp_path), "--run_name", "full"]) == 0
+    last = tmp_path / "full" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)["global_step"]
+    real_save = torch.save
+
+    def disk_full(obj, handle, *args, **kwargs):
+        if isinstance(obj, dict) and "state_dict" in obj:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    args = ["--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    assert main(["fit", *SYNTHETIC, "--runs_dir", str(tmp_path), "--run_name", "full", *args]) == 1
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("hornet: error:"))
+    assert "No space left on device" in line and "checkpoints" in line, line
+    assert torch.load(last, weights_only=False)["global_step"] == saved  # the previous checkpoint, whole
+    assert not list(last.parent.glob(".*.tmp"))
+
+
+# --- kill and resume --------------------------------------------------------------------------------------------------
+def _kill_at_step(args: list[str], metrics: Path, step: int) -> subprocess.CompletedProcess:
+    """Start `hornet fit` in a subprocess, SIGTERM it once its log reaches ``step``, return the finished process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hornet.cli", "fit", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) > step:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", err)
+
+
+RESUME = [
+    "--data.class_path", "hornet.data.SyntheticDataModule", "--data.init_args.batch_size", "16",
+    "--data.init_args.img_size", "32", "--data.init_args.train_size", "1024", "--data.init_args.val_size", "32",
+    "--data.init_args.test_size", "32", "--model.backbone", "hornet_micro_7x7", "--trainer.max_epochs", "2",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--trainer.log_every_n_steps", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_fit_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, one_thread):
+    assert main(["fit", *RESUME, "--runs_dir", str(tmp_path), "--run_name", "whole"]) == 0
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
+
+    args = [*RESUME, "--runs_dir", str(tmp_path), "--run_name", "killed"]
+    killed = _kill_at_step(args, tmp_path / "killed" / "metrics.csv", step=90)  # epoch 2 of 2 (64 steps an epoch)
+    assert killed.returncode == 143, killed.stderr
+    stopped = torch.load(tmp_path / "killed" / "checkpoints" / "on_exception.ckpt", weights_only=False)
+    assert 64 < stopped["global_step"] < 128  # mid-epoch
+    assert main(["fit", *args, "--ckpt_path", "last"]) == 0
+    resumed = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == whole["global_step"] == 128  # no completed step lost, none done twice
+    for key, value in whole["state_dict"].items():  # the resumed epoch continued the same data order
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
