@@ -1,8 +1,8 @@
 """Lightning's FSDP strategy set up for HorNet-style backbones, so a YAML overlay can name it with plain values.
 
 FSDP shards the model in units; one unit per residual block (a HorBlock, or a ConvNeXt / Swin block of the placement
-models) keeps each all-gather small and lets activation checkpointing wrap the same blocks. Everything else about
-the strategy is Lightning's ``FSDPStrategy``.
+models) keeps each all-gather small and lets activation checkpointing wrap the same blocks; GF mixers are units of
+their own (fp32 filters). Everything else about the strategy is Lightning's ``FSDPStrategy``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
 from hornet.models.hornet import HorBlock
+from hornet.ops.mixers import GlobalLocalFilter
 
-__all__ = ["BLOCK_TYPES", "BlockFSDPStrategy"]
+__all__ = ["FSDP_UNITS", "RESIDUAL_BLOCKS", "BlockFSDPStrategy"]
 
-BLOCK_TYPES: tuple[type[nn.Module], ...] = (HorBlock, ConvNeXtBlock, SwinTransformerBlock)  # the FSDP units
+RESIDUAL_BLOCKS: tuple[type[nn.Module], ...] = (HorBlock, ConvNeXtBlock, SwinTransformerBlock)  # checkpointed
+# The FSDP units: every residual block, and inside it every GF mixer, whose filter stays fp32 when the rest is cast to
+# bf16 ("bf16-true"): FSDP flattens the parameters of one unit together, which needs one dtype per unit.
+FSDP_UNITS: tuple[type[nn.Module], ...] = (*RESIDUAL_BLOCKS, GlobalLocalFilter)
 
 
 class BlockFSDPStrategy(FSDPStrategy):
-    """``FSDPStrategy`` with one FSDP unit per residual block (``BLOCK_TYPES``).
+    """``FSDPStrategy`` with one FSDP unit per residual block and per GF mixer (``FSDP_UNITS``).
 
     Args:
         activation_checkpointing: recompute each block's activations in the backward pass (less memory, ~30% slower).
@@ -42,10 +46,9 @@ class BlockFSDPStrategy(FSDPStrategy):
         state_dict_type: Literal["full", "sharded"] = "full",
         cpu_offload: bool = False,
     ) -> None:
-        blocks = set(BLOCK_TYPES)
         super().__init__(
-            auto_wrap_policy=blocks,
-            activation_checkpointing_policy=blocks if activation_checkpointing else None,
+            auto_wrap_policy=set(FSDP_UNITS),
+            activation_checkpointing_policy=set(RESIDUAL_BLOCKS) if activation_checkpointing else None,
             sharding_strategy=sharding_strategy,
             state_dict_type=state_dict_type,
             cpu_offload=cpu_offload,

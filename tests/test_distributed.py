@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import yaml
 
@@ -113,6 +114,22 @@ def test_the_gf_filter_works_as_a_view_at_an_odd_offset_of_a_flat_buffer():
     torch.testing.assert_close(out, reference(x))
     out.square().sum().backward()
     assert shifted.complex_weight.grad is not None and torch.isfinite(shifted.complex_weight.grad).all()
+
+
+def test_gf_filters_stay_fp32_when_the_model_is_cast_to_half_precision(tmp_path):
+    model = timm.create_model("hornet_micro_gf", img_size=32, num_classes=10).to(torch.bfloat16)
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if n.endswith("complex_weight")} == {torch.float32}
+    assert {d for n, d in dtypes.items() if not n.endswith("complex_weight")} == {torch.bfloat16}
+    out = model(torch.randn(2, 3, 32, 32, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    # Lightning's "bf16-true" casts the module the same way: the trained filters are saved in fp32
+    args = ["fit", *TINY, "--model.backbone", "hornet_micro_gf", "--trainer.precision", "bf16-true"]
+    args += ["--trainer.max_epochs", "1", "--data.init_args.batch_size", "16", "--runs_dir", str(tmp_path)]
+    assert main(args) == 0
+    state = _weights(tmp_path / "default")
+    assert {v.dtype for k, v in state.items() if k.endswith("complex_weight")} == {torch.float32}
+    assert state["backbone.head.weight"].dtype == torch.bfloat16
 
 
 def test_slurm_templates_are_valid_bash_and_pass_the_array_index():

@@ -85,6 +85,7 @@ def case(name: str, extra, *expected: str):
 BAD_INPUTS = [
     case("unknown model", lambda t: ["--model.backbone", "hornet_tiny_gff"], "unknown model 'hornet_tiny_gff'",
          "hornet_tiny_gf"),
+    case("unknown key", lambda t: ["--trainer.max_epochz", "3"], "unrecognized arguments: --trainer.max_epochz"),
     case("order below 1", lambda t: _backbone_kwargs(t, orders=[0, 2, 3, 4]), "orders[0]=0",
          "order must be an integer >= 1"),
     case("width not divisible by 2^(order-1)", lambda t: _backbone_kwargs(t, orders=[2, 3, 4, 9]), "orders[3]=9",

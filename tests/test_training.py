@@ -131,14 +131,8 @@ def test_test_without_any_checkpoint_is_an_error(tmp_path, capsys):
     assert "no checkpoint in" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--model.lr", "-1"], "model.lr must be > 0"),
-        (["--model.backbone", "hornet_tiny_gx"], "unknown model 'hornet_tiny_gx'; did you mean hornet_tiny_gf"),
-        (["--trainer.max_epochz", "3"], "unrecognized arguments: --trainer.max_epochz"),
-        (["--data.init_args.batch_size", "0"], "data.batch_size must be a positive integer"),
-    ],
+@pytest.mark.parametrize(  # one case as a real process; tests/test_reliability.py drives every case in-process
+    "args,message", [(["--trainer.max_epochz", "3"], "unrecognized arguments: --trainer.max_epochz")]
 )
 def test_bad_input_is_one_line_exit_2(args, message):
     result = subprocess.run(

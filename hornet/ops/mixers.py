@@ -101,6 +101,15 @@ class GlobalLocalFilter(nn.Module):
         trunc_normal_(self.complex_weight, std=0.02)
         self.post_norm = LayerNorm2d(channels, eps=1e-6)
 
+    def _apply(self, fn, recurse: bool = True):
+        """Casts to half precision (``.half()``, Lightning's "bf16-true", DeepSpeed fp16) leave the filter fp32: it is
+        small, the FFT runs in fp32 anyway, and a half-precision filter would lose what it learns."""
+        super()._apply(fn, recurse)
+        weight = self.complex_weight
+        if weight.dtype in (torch.float16, torch.bfloat16):
+            weight.data = weight.data.float()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre_norm(x)
         batch, channels, height, width = x.shape
