@@ -1,62 +1,25 @@
 """The ``hornet`` command: one entry point, subcommands dispatched by name.
 
-Each subcommand is a ``Subcommand`` row (name, help, argument builder, runner). The error contract:
-
-- bad input raises ``UsageError`` (or ``ValueError`` / ``FileNotFoundError`` from the library): one line, exit 2;
-- a fault while running (a non-finite loss, a full disk or a refused write): one line, exit 1;
-- SIGTERM / SIGINT: exit 143 / 130 after the fit has saved a resumable checkpoint.
-
-``--debug`` or ``HORNET_DEBUG=1`` shows the traceback instead.
+Each subcommand is a ``Subcommand`` row (name, help, argument builder, runner); fit / validate / test / predict go to
+LightningCLI (hornet.training). Errors follow one contract (hornet.errors): bad input is one line and exit 2, a fault
+while running one line and exit 1, SIGTERM / SIGINT exit 143 / 130; ``--debug`` or ``HORNET_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-from argparse import ArgumentError
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 from rich.console import Console
 
-from hornet.files import FILESYSTEM_ERRNOS
+from hornet.errors import EXIT_USAGE, Interrupted, UsageError, debug_requested, exit_status, one_line
 
-__all__ = ["Interrupted", "UsageError", "interrupt_on_signals", "main", "one_line"]
+__all__ = ["SUBCOMMANDS", "main"]
 
-EXIT_USAGE = 2
-EXIT_FAULT = 1
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")  # parsed by LightningCLI (hornet.training)
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit status 2."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived during a fit or a suite (a BaseException, so Lightning's handlers let it through
-    after its on-exception callbacks have saved a checkpoint). The process exits 128 + signal: 143 / 130."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"received {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-@contextmanager
-def interrupt_on_signals():
-    """Turn SIGTERM and SIGINT into ``Interrupted`` inside the block; the previous handlers come back after it."""
-
-    def interrupt(signum, frame):
-        raise Interrupted(signum)
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")  # LightningCLI.subcommands(), run by hornet.training
 
 
 @dataclass(frozen=True)
@@ -213,10 +176,8 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_report(args: argparse.Namespace) -> int:
     from hornet.analysis.report import render_table
-    from hornet.analysis.results import NUMERIC, load_suite, problem_rows, summary_rows
+    from hornet.analysis.results import load_suite, problem_rows, summary_rows
 
-    if args.metric not in NUMERIC:
-        raise UsageError(f"--metric must be a numeric results.csv column ({', '.join(NUMERIC)}); got {args.metric!r}")
     suites = [load_suite(path, reference=args.reference, metric=args.metric) for path in args.paths]
     several = len(suites) > 1
     rows = [row for suite in suites for row in summary_rows(suite, label_suite=several)]
@@ -245,10 +206,6 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
-def _debug_requested(argv: Sequence[str]) -> bool:
-    return "--debug" in argv or os.environ.get("HORNET_DEBUG", "") not in ("", "0")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hornet", description="HorNet / gnConv research toolkit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also HORNET_DEBUG=1)")
@@ -260,28 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_lightning(argv: list[str]) -> int:
-    from hornet.training import HornetCLI
-
-    # LightningCLI reads sys.argv, and so does Lightning's DDP launcher, which starts ranks 1..N-1 by re-running
-    # this same command line: it must be the whole command, whether main() got it from the shell or as a list.
-    program, sys.argv = sys.argv, [sys.argv[0], *argv]
-    try:
-        cli = HornetCLI()
-    finally:
-        sys.argv = program
-    return cli.exit_code or 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug_requested(argv)
+    debug = debug_requested(argv)
     parser = build_parser()
     try:
         if argv and argv[0] in LIGHTNING_SUBCOMMANDS:  # LightningCLI parses these itself
+            from hornet.training import run_lightning
+
             if debug:
                 os.environ["HORNET_DEBUG"] = "1"  # also for the ranks a distributed fit starts
-            return _run_lightning([a for a in argv if a != "--debug"])
+            return run_lightning([a for a in argv if a != "--debug"])
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
@@ -290,37 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as stop:
         Console(stderr=True).print(f"[bold red]hornet: interrupted ({stop})[/]", highlight=False)
         return 128 + stop.signum
-    except (UsageError, ValueError, FileNotFoundError, ArgumentError) as err:
-        if debug:
+    except Exception as err:
+        status = exit_status(err)
+        if debug or status is None:
             raise
-        return _report_error(err, EXIT_USAGE)
-    except (FloatingPointError, OSError) as err:
-        if debug or (isinstance(err, OSError) and err.errno not in FILESYSTEM_ERRNOS):
-            raise
-        return _report_error(err, EXIT_FAULT)
+        Console(stderr=True).print(f"[bold red]hornet: error:[/] {one_line(err)}", highlight=False, soft_wrap=True)
+        return status
 
 
-def one_line(err: BaseException) -> str:
-    """The error's message on one line, without the wrapping some layers add: for an error re-raised from a
-    DataLoader worker, the worker's own message; for a class that failed inside a jsonargparse Union type (the
-    datamodule's ``class_path``), that class's own error."""
-    message = str(err)
-    if "Original Traceback" in message:  # "Caught X in DataLoader worker process 0. Original Traceback ..."
-        last = message.strip().splitlines()[-1]  # "package.module.XError: the message"
-        message = last.partition(": ")[2] or last
-    if "Does not validate against any of the Union subtypes" in message:  # "Errors:\n  - ours\n  - Expected..."
-        errors = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
-        own = [e for e in errors if not e.startswith("Expected a <class 'NoneType'>")]
-        message = own[0] if own else message
-    return " ".join(message.split())
-
-
-def _report_error(err: BaseException, status: int) -> int:
-    Console(stderr=True).print(f"[bold red]hornet: error:[/] {one_line(err)}", highlight=False, soft_wrap=True)
-    return status
-
-
-if __name__ == "__main__":  # `python -m hornet.cli`: run the imported module, so its exception classes are the ones
-    from hornet.cli import main as package_main  # that hornet.training raises
-
-    sys.exit(package_main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,128 +1,112 @@
-"""`hornet fit|validate|test|predict`: LightningCLI with deterministic run directories and one error contract."""
+"""`hornet fit|validate|test|predict`: LightningCLI writing run directories, with one error contract, and the
+launcher that runs each run of an ablation suite.
+
+HornetCLI leans on LightningCLI's public hooks (``parse_arguments``, ``before_instantiate_classes``,
+``instantiate_trainer``, ``before_<subcommand>`` / ``after_<subcommand>``); loggers, checkpoints and predictions are
+ordinary Lightning loggers, plugins and callbacks. ``tests/test_lightning_contract.py`` pins what it relies on.
+"""
 
 from __future__ import annotations
 
-import csv
+import logging
 import os
-import platform
 import shutil
-import subprocess
 import sys
-from datetime import datetime, timezone
-from importlib import metadata
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from hornet.ablation import AblationConfig, AblationVariant
 from hornet.ablation.progress import SuiteProgress, SuiteProgressBar
-from hornet.ablation.spec import AblationConfig
-from hornet.ablation.store import newest_checkpoint
-from hornet.cli import LIGHTNING_SUBCOMMANDS, Interrupted, UsageError, interrupt_on_signals
+from hornet.ablation.runner import BuiltRun, SuiteRunner
+from hornet.analysis.benchmark import inference_img_per_s, peak_rss_mb, reset_peak_rss
+from hornet.callbacks import BestValidation, PredictionWriter, SaveOnException, TrainThroughput
 from hornet.data import ClassificationDataModule
 from hornet.data.base import resume_position
-from hornet.files import check_writable_dir, write_atomic, write_json
+from hornet.errors import UsageError, interrupt_on_signals, one_line
+from hornet.files import check_writable_dir, write_atomic
 from hornet.lit import ClassificationModule
+from hornet.loggers import run_loggers
+from hornet.runs import BEST_PREFIX, RunDir
 
 __all__ = [
-    "DEFAULT_CONFIG", "AtomicCheckpointIO", "HornetCLI", "check_config", "check_training_checkpoint", "git_commit",
+    "DEFAULT_CONFIG", "AtomicCheckpointIO", "HornetCLI", "SuiteLauncher", "check_config",
+    "check_training_checkpoint", "run_lightning",
 ]  # fmt: skip
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "lightning_cli.yaml"
-BEST_PREFIX = "best-"
+# The default config `hornet fit` starts from: lightning_cli.yaml at the repository root, shipped inside the package
+# (hornet/lightning_cli.yaml links to it), so an installed hornet finds it from any working directory.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "lightning_cli.yaml"
 
 
-def _git(*args: str) -> str:
+class SuiteFinished(Exception):
+    """A config with an ``ablation:`` section ran a whole suite instead of one fit; ``status`` is its exit status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"suite finished with status {status}")
+        self.status = status
+
+
+# --- checks before anything is built ------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict | None:
+    """A config file's content; None for text that is not a file name (YAML given inline, parsed by jsonargparse).
+    A syntax error names the file, line and column (jsonargparse reports them without the file name)."""
     try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
+        if not path.is_file():
+            return None
+        return yaml.safe_load(path.read_text())
+    except OSError:
+        return None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({err.context})" if err.context else ""
+        raise UsageError(f"{path}: invalid YAML{where}: {err.problem}{context}") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: invalid YAML: {err}") from None
 
 
-def git_commit() -> str | None:
-    """The repository's HEAD commit (None outside a git checkout)."""
-    return _git("rev-parse", "HEAD") or None
+def expand_config_bases(argv: list[str]) -> list[str]:
+    """Check every config file's YAML, and give each file that extends another (a top-level ``base: OTHER.yaml``,
+    relative to the file) its base first: ``--config FILE`` becomes ``--config OTHER.yaml --config FILE``, recursively.
 
-
-def slurm_requeued() -> bool:
-    """True in a SLURM job started again by ``scontrol requeue`` (after preemption or SIGUSR1 near its time limit)."""
-    return os.environ.get("SLURM_RESTART_COUNT", "0").strip() not in ("", "0")
-
-
-def run_metadata(seed: int | None) -> dict:
-    """What reproduces a run: commit, package versions, hardware, threads, argv, seed."""
-    versions = {}
-    for package in ("torch", "lightning", "timm", "torchmetrics", "jsonargparse", "hornet"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "commit": git_commit(),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "versions": versions,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch_threads": torch.get_num_threads(),
-        "argv": sys.argv,
-        "seed": seed,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-class ResumableCSVLogger(CSVLogger):
-    """CSVLogger whose ``metrics.csv`` survives a resume (Lightning's writer deletes an existing file)."""
-
-    def __init__(self, *args, keep_existing: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.keep_existing = keep_existing
-
-    @property
-    def experiment(self):
-        if self._experiment is not None:
-            return self._experiment
-        path = Path(self.log_dir) / "metrics.csv"
-        previous = path.read_text() if self.keep_existing and path.is_file() else None
-        writer = super().experiment
-        if previous:
-            path.write_text(previous)
-            writer.metrics_keys = sorted(next(csv.reader([previous.splitlines()[0]])))
-        return writer
-
-
-def check_yaml_files(argv: list[str]) -> None:
-    """Every ``--config`` file (and the default config) must be YAML: a syntax error names the file, line and column.
-
-    jsonargparse reports such errors without the file name; configs given inline as YAML text are left to it.
+    A recipe then states only what differs from its base, and later files override earlier ones key by key as usual.
+    (jsonargparse's own nested ``config:`` key re-applies every default over the included file, so it cannot do this.)
     """
-    paths = [DEFAULT_CONFIG]
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            paths.append(Path(argv[i + 1]))
+    _read_yaml(DEFAULT_CONFIG)
+
+    def with_bases(path: Path, seen: tuple[Path, ...]) -> list[str]:
+        content = _read_yaml(path)
+        base = content.get("base") if isinstance(content, dict) else None
+        if not base:
+            return ["--config", str(path)]
+        base_path = (path.parent / base).resolve()
+        if base_path in seen or not base_path.is_file():
+            problem = "includes itself" if base_path in seen else "does not exist"
+            raise UsageError(f"{path}: base {base!r} {problem} ({base_path})")
+        return [*with_bases(base_path, (*seen, base_path)), "--config", str(path)]
+
+    out, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--config" and rest:
+            value = rest.pop(0)
         elif arg.startswith("--config="):
-            paths.append(Path(arg.partition("=")[2]))
-    for path in paths:
-        try:
-            if not path.is_file():
-                continue
-            yaml.safe_load(path.read_text())
-        except OSError:
-            continue  # not a file name (YAML text): parsed by jsonargparse
-        except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark or err.context_mark
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            context = f" ({err.context})" if err.context else ""
-            raise UsageError(f"{path}: invalid YAML{where}: {err.problem}{context}") from None
-        except yaml.YAMLError as err:
-            raise UsageError(f"{path}: invalid YAML: {err}") from None
+            value = arg.partition("=")[2]
+        else:
+            out.append(arg)
+            continue
+        path = Path(value)
+        out += with_bases(path, (path.resolve(),)) if _read_yaml(path) is not None else ["--config", value]
+    return out
 
 
 def check_config(config) -> None:
@@ -135,6 +119,8 @@ def check_config(config) -> None:
 def check_training_checkpoint(path: str | Path, model: torch.nn.Module | None = None) -> dict:
     """Fail with one clear line unless ``path`` is a Lightning training checkpoint whose weights fit ``model``;
     returns the checkpoint (memory-mapped)."""
+    if not Path(path).is_file():
+        raise UsageError(f"--ckpt_path {str(path)!r}: no such checkpoint file")
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
@@ -158,6 +144,7 @@ def check_training_checkpoint(path: str | Path, model: torch.nn.Module | None = 
     return checkpoint
 
 
+# --- Lightning plugins and callbacks of a run ---------------------------------------------------------------------
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside the target, then renamed (Lightning's default stages them in
     the system temp dir and moves them, which is a plain copy when that is another file system)."""
@@ -175,8 +162,9 @@ class SaveRunConfig(SaveConfigCallback):
 
     def __init__(self, parser, config, *args, **kwargs) -> None:
         config = config.clone()
-        if "ckpt_path" in config:
-            config.ckpt_path = None
+        for key in ("ckpt_path", "base"):  # where it resumed from; the base's values are in the file already
+            if key in config:
+                config[key] = None
         super().__init__(parser, config, *args, **kwargs)
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
@@ -184,74 +172,55 @@ class SaveRunConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
-class SaveOnException(Callback):
-    """Save the training state when fit stops on an exception or a signal, for ``--ckpt_path last`` to resume.
-
-    Unlike Lightning's OnExceptionCheckpoint, its presence does not make a fit without ``ckpt_path`` resume. A fit
-    stopped by a non-finite loss is not saved (its weights are what went wrong), and a failing save (a full disk)
-    is reported without hiding the exception that stopped the fit.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: Trainer, pl_module, exception: BaseException) -> None:
-        if trainer.state.fn != "fit" or trainer.global_step == 0 or isinstance(exception, FloatingPointError):
-            return
-        try:
-            trainer.save_checkpoint(self.path)
-        except OSError as err:
-            print(f"hornet fit: could not save {self.path}: {err}", file=sys.stderr)
-
-
 class HornetCLI(LightningCLI):
     """LightningCLI for ClassificationModule + any ClassificationDataModule, writing to ``runs/<run_name>/``.
 
-    A config with an ``ablation:`` section turns ``fit`` into a whole suite (hornet.ablation); ``exit_code`` is the
-    status to exit with. ``suite_progress`` is set by the suite runner for the runs it starts.
+    A config with an ``ablation:`` section turns ``fit`` into a whole suite (hornet.ablation), which raises
+    ``SuiteFinished`` with its exit status. ``suite_progress`` is set by the suite launcher for the runs it starts:
+    they print no banners of their own and show the suite's progress line.
     """
 
-    def __init__(
-        self, args: list[str] | None = None, run: bool = True, suite_progress: SuiteProgress | None = None
-    ) -> None:
+    def __init__(self, args: list[str] | None = None, suite_progress: SuiteProgress | None = None) -> None:
         self.suite_progress = suite_progress
-        self.exit_code: int | None = None
-        check_yaml_files(list(sys.argv[1:] if args is None else args))
+        args = expand_config_bases(sys.argv[1:] if args is None else args)
         parser_kwargs = {
             "parser_mode": "omegaconf+",
             "exit_on_error": False,
             # a suite hands each run its complete config: lightning_cli.yaml must not change it mid-suite
             **{
                 sub: {"default_config_files": [] if suite_progress else [str(DEFAULT_CONFIG)]}
-                for sub in LIGHTNING_SUBCOMMANDS
+                for sub in LightningCLI.subcommands()
             },
         }
-        super().__init__(
-            ClassificationModule,
-            ClassificationDataModule,
-            subclass_mode_data=True,
-            save_config_callback=SaveRunConfig,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs=parser_kwargs,
-            args=args,
-            run=run,
-        )
+        with warnings.catch_warnings():  # the args are sys.argv's, expanded: Lightning's warning about both is moot
+            warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+            super().__init__(
+                ClassificationModule,
+                ClassificationDataModule,
+                subclass_mode_data=True,
+                save_config_callback=SaveRunConfig,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs=parser_kwargs,
+                args=args,
+            )
 
-    def _parse_ckpt_path(self) -> None:
-        """Lightning reads the model's hyperparameters from ``--ckpt_path`` while parsing: check the file first."""
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then check ``--ckpt_path`` before Lightning reads the model's hyperparameters from it (Lightning
+        loads any file given there while parsing, which would give a traceback for a file that is not a checkpoint)."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
-            if not Path(ckpt_path).is_file():
-                raise UsageError(f"--ckpt_path {ckpt_path!r}: no such checkpoint file")
             check_training_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_name", type=str | None, default=None, help="runs/<run_name>/ (default: config stem)")
         parser.add_argument("--runs_dir", type=str, default="runs", help="parent folder of the run directories")
         parser.add_argument(
-            "--ablation", type=AblationConfig | None, default=None, help="run a suite of variants (see README)"
+            "--base", type=str | None, default=None, help="in a config file: the config it extends (docs/training.md)"
+        )
+        parser.add_argument(
+            "--ablation", type=AblationConfig | None, default=None, help="run a suite of variants (docs/suites.md)"
         )
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(
@@ -260,13 +229,14 @@ class HornetCLI(LightningCLI):
 
     # --- ablation suites -------------------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
-        spec = self.config[self.subcommand].get("ablation") if self.subcommand else None
+        config = self.config[self.subcommand]
+        spec = config.get("ablation")
         if spec is None:
             if self.subcommand == "fit":  # fail before anything is built or loaded
-                check_config(self.config["fit"])
-                check_writable_dir(self.run_dir, key="--runs_dir / --run_name")
-                if slurm_requeued() and self.config["fit"].get("ckpt_path") is None and newest_checkpoint(self.run_dir):
-                    self.config["fit"]["ckpt_path"] = "last"  # a requeued job goes on from its newest checkpoint
+                check_config(config)
+                check_writable_dir(self.run.path, key="--runs_dir / --run_name")
+                if slurm_requeued() and config.get("ckpt_path") is None and self.run.newest_checkpoint():
+                    config["ckpt_path"] = "last"  # a requeued job goes on from its newest checkpoint
             return
         if self.subcommand != "fit":
             raise UsageError(
@@ -274,77 +244,66 @@ class HornetCLI(LightningCLI):
             )
         from rich.console import Console
 
-        from hornet.ablation.runner import SuiteRunner
-
-        parser = self._subcommand_parsers["fit"]
-        spec = parser.instantiate_classes(self.config["fit"]).ablation  # the dataclass, validated
-        base = yaml.safe_load(parser.dump(self.config["fit"], skip_none=False, skip_check=True))
-        runner = SuiteRunner(spec, base, parser, console=Console(stderr=True))
-        self.exit_code = runner.run()
-
-    def instantiate_classes(self) -> None:
-        if self.exit_code is None:
-            super().instantiate_classes()
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        if self.exit_code is not None:  # a suite ran instead
-            return
-        if self.suite_progress is not None:  # inside a suite, whose runner handles the signals
-            super()._run_subcommand(subcommand)
-        else:
-            try:
-                with interrupt_on_signals():  # Lightning saves on_exception.ckpt on the way out
-                    super()._run_subcommand(subcommand)
-            except Interrupted:
-                if subcommand == "fit" and self.trainer.is_global_zero:
-                    print(f"hornet fit: interrupted; resume with --run_name {self.run_dir.name} --ckpt_path last",
-                          file=sys.stderr)  # fmt: skip
-                raise
-            except FloatingPointError as err:
-                raise FloatingPointError(f"run {self.run_dir}: {err}") from err
-        self.exit_code = 0
+        spec = spec.as_dict()
+        spec = AblationConfig(**{**spec, "variants": [AblationVariant(**v) for v in spec["variants"]]})
+        base = yaml.safe_load(self.parser.dump(self.config, skip_unset=False, skip_check=True))["fit"]
+        runner = SuiteRunner(spec, base, SuiteLauncher(self.parser), console=Console(stderr=True))
+        raise SuiteFinished(runner.run())
 
     # --- run directory -----------------------------------------------------------------------------------------------
     @property
-    def run_dir(self) -> Path:
+    def run(self) -> RunDir:
         config = self.config[self.subcommand]
         name = config.get("run_name")
         if not name:
-            configs = [c for c in (config.get("config") or []) if c and Path(str(c)).resolve() != DEFAULT_CONFIG]
-            name = Path(str(configs[-1])).stem if configs else "default"
-        return Path(config.get("runs_dir") or "runs") / name
+            configs = [Path(str(c)) for c in (config.get("config") or []) if c]
+            configs = [c for c in configs if c.resolve() != DEFAULT_CONFIG.resolve()]
+            name = configs[-1].stem if configs else "default"
+        return RunDir(Path(config.get("runs_dir") or "runs") / name)
+
+    @property
+    def fresh_fit(self) -> bool:
+        """A fit that starts the run anew (no --ckpt_path): it replaces the run's checkpoints and metrics."""
+        return self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is None
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        run_dir = self.run_dir
+        run = self.run
         trainer_config = self.config_init[self.subcommand]["trainer"]
-        if trainer_config.get("logger") in (None, True):
-            # only a fresh fit starts metrics.csv anew; resuming, validate and test append to the run's log
-            kwargs["logger"] = ResumableCSVLogger(
-                save_dir=str(run_dir.parent), name=run_dir.name, version="", keep_existing=not self._fresh_fit
-            )
-        kwargs.setdefault("default_root_dir", str(run_dir))
+        # metrics.csv always, TensorBoard and any configured logger beside it; only a fresh fit starts the CSV anew
+        kwargs["logger"] = run_loggers(
+            run.path, keep_existing=not self.fresh_fit, configured=trainer_config.get("logger")
+        )
+        kwargs.setdefault("default_root_dir", str(run.path))
         if trainer_config.get("plugins") is None and "deepspeed" not in str(trainer_config.get("strategy")).lower():
             kwargs["plugins"] = [AtomicCheckpointIO()]
+        monitor = self.model.monitor
         callbacks = [
             ModelCheckpoint(
-                dirpath=str(run_dir / "checkpoints"),
-                filename=BEST_PREFIX + "epoch{epoch:03d}-top1{val/top1:.4f}",
+                dirpath=str(run.checkpoints),
+                filename=BEST_PREFIX + "epoch{epoch:03d}-" + monitor.split("/")[-1] + "{" + monitor + ":.4f}",
                 auto_insert_metric_name=False,
-                monitor="val/top1",
+                monitor=monitor,
                 mode="max",
                 save_top_k=1,
             ),
             # the newest epoch, with last.ckpt linked to it (Lightning writes "last" only beside a saved checkpoint)
             ModelCheckpoint(
-                dirpath=str(run_dir / "checkpoints"),
+                dirpath=str(run.checkpoints),
                 filename="epoch{epoch:03d}",
                 auto_insert_metric_name=False,
                 monitor=None,
                 save_top_k=1,
                 save_last="link",
             ),
-            SaveOnException(run_dir / "checkpoints" / "on_exception.ckpt"),
+            SaveOnException(
+                run.checkpoints / "on_exception.ckpt",
+                resume_hint=None if self.suite_progress else f"--run_name {run.name} --ckpt_path last",
+            ),
+            TrainThroughput(),
+            BestValidation(),
         ]
+        if self.subcommand == "predict":
+            callbacks.append(PredictionWriter(run.path / "predictions.csv"))
         if trainer_config.get("enable_progress_bar") is not False:
             bar = (
                 SuiteProgressBar(self.suite_progress, leave=True)
@@ -352,39 +311,31 @@ class HornetCLI(LightningCLI):
                 else RichProgressBar(leave=True)
             )
             callbacks.append(bar)
-        if trainer_config.get("enable_model_summary") is not False:
+        if trainer_config.get("enable_model_summary") is not False and not self.suite_progress:
             callbacks.append(RichModelSummary(max_depth=1))
+        if self.suite_progress:
+            kwargs["enable_model_summary"] = False  # one suite, one display: no summary per run
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
         return super().instantiate_trainer(**kwargs)
-
-    @property
-    def _fresh_fit(self) -> bool:
-        """A fit that starts the run anew (no --ckpt_path): it replaces the run's checkpoints and metrics."""
-        return self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is None
-
-    def _checkpoints(self) -> Path:
-        return self.run_dir / "checkpoints"
 
     def _resolve_ckpt_path(self, *, default_best: bool) -> None:
         config = self.config_init[self.subcommand]  # what the subcommand is called with
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
-            path = newest_checkpoint(self.run_dir)  # last.ckpt, or a newer on-exception / hpc checkpoint
+            path = self.run.newest_checkpoint()  # last.ckpt, or a newer on-exception / hpc checkpoint
             if path is None:
                 raise UsageError(
-                    f"--ckpt_path last: no {self._checkpoints() / 'last.ckpt'} to resume from (run `hornet fit` for "
+                    f"--ckpt_path last: no {self.run.checkpoints / 'last.ckpt'} to resume from (run `hornet fit` for "
                     "this run first)"
                 )
             config["ckpt_path"] = str(path)
         elif ckpt_path in (None, "best") and default_best:
-            best = sorted(self._checkpoints().glob(BEST_PREFIX + "*.ckpt"))
-            if not best:
+            best = self.run.best_checkpoint()
+            if best is None:
                 raise UsageError(
-                    f"no checkpoint in {self._checkpoints()}: fit this run first, or pass --ckpt_path FILE"
+                    f"no checkpoint in {self.run.checkpoints}: fit this run first, or pass --ckpt_path FILE"
                 )
-            config["ckpt_path"] = str(best[-1])
-        elif ckpt_path is not None and not Path(ckpt_path).is_file():
-            raise UsageError(f"--ckpt_path {ckpt_path!r}: no such checkpoint file")
+            config["ckpt_path"] = str(best)
         if config.get("ckpt_path") is not None:
             checkpoint = check_training_checkpoint(config["ckpt_path"], self.model)
             if self.subcommand == "fit" and isinstance(self.datamodule, ClassificationDataModule):
@@ -393,13 +344,12 @@ class HornetCLI(LightningCLI):
     def before_fit(self) -> None:
         self._resolve_ckpt_path(default_best=False)
         if self.trainer.is_global_zero:
-            if self._fresh_fit:  # a new fit of this run: no stale checkpoint mixed in, none for Lightning to resume
-                shutil.rmtree(self._checkpoints(), ignore_errors=True)
-                for stale in self.run_dir.glob("hpc_ckpt_*.ckpt"):
+            if self.fresh_fit:  # a new fit of this run: no stale checkpoint mixed in, none for Lightning to resume
+                shutil.rmtree(self.run.checkpoints, ignore_errors=True)
+                for stale in self.run.path.glob("hpc_ckpt_*.ckpt"):
                     stale.unlink()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            meta = run_metadata(self.config[self.subcommand].get("seed_everything"))
-            write_json(self.run_dir / "meta.json", meta)
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            self.run.write_meta(self.config[self.subcommand].get("seed_everything"))
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path(default_best=True)
@@ -411,11 +361,11 @@ class HornetCLI(LightningCLI):
         self._resolve_ckpt_path(default_best=True)
 
     def _report(self, what: str) -> None:
-        if not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero or self.suite_progress:
             return
         metrics = {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items() if "/" in k}
-        print(f"hornet {what}: run directory {self.run_dir}", file=sys.stderr)
-        print(f"  logs: {self.run_dir / 'metrics.csv'}  config: {self.run_dir / 'config.yaml'}", file=sys.stderr)
+        print(f"hornet {what}: run directory {self.run.path}", file=sys.stderr)
+        print(f"  logs: {self.run.metrics_file}  config: {self.run.config_file}", file=sys.stderr)
         checkpoint = self.trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             print(f"  best checkpoint: {checkpoint.best_model_path}", file=sys.stderr)
@@ -431,31 +381,89 @@ class HornetCLI(LightningCLI):
     def after_test(self) -> None:
         self._report("test")
 
-    def predict(self, model, datamodule=None, ckpt_path=None, **kwargs) -> None:
-        """Top-5 classes and probabilities per image into ``<run>/predictions.csv`` (file names for a folder)."""
-        predictions = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=True)
-        if not self.trainer.is_global_zero:
-            return
-        classes = getattr(datamodule, "classes", None)
-        loaders = self.trainer.predict_dataloaders
-        dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
-        names = datamodule.predict_names(dataset) if datamodule is not None else None
-        path = self.run_dir / "predictions.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
 
-        def write(handle) -> None:
-            writer = csv.writer(handle)
-            k = predictions[0]["indices"].shape[-1]
-            columns = [f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob")]
-            writer.writerow(["file" if names else "index", *columns])
-            row = 0
-            for batch in predictions:
-                for indices, probs in zip(batch["indices"].tolist(), batch["probs"].tolist()):
-                    labels = [classes[i] if classes else i for i in indices]
-                    pairs = [v for pair in zip(labels, (round(p, 5) for p in probs)) for v in pair]
-                    writer.writerow([names[row] if names else row, *pairs])
-                    row += 1
+def slurm_requeued() -> bool:
+    """True in a SLURM job started again by ``scontrol requeue`` (after preemption or SIGUSR1 near its time limit)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0").strip() not in ("", "0")
 
-        write_atomic(path, write)
-        rows = sum(len(batch["indices"]) for batch in predictions)
-        print(f"hornet predict: {rows} predictions written to {path}", file=sys.stderr)
+
+def _callback(trainer: Trainer, kind: type):
+    return next(c for c in trainer.callbacks if isinstance(c, kind))
+
+
+@contextmanager
+def quiet_lightning():
+    """Inside a suite: no per-run banners, tips or hints from Lightning (warnings and errors still show)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning's own
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class SuiteLauncher:
+    """How `hornet fit` builds and runs one run of an ablation suite (hornet.ablation.runner.RunLauncher)."""
+
+    def __init__(self, parser: LightningArgumentParser) -> None:
+        self.parser = parser  # the `hornet fit` parser the suite's own config was parsed with
+
+    def build(self, config: dict, *, meta: bool) -> BuiltRun:
+        namespace = self.parser.parse_object({"subcommand": "fit", "fit": config})
+        check_config(namespace["fit"])
+        with torch.device("meta") if meta else nullcontext():
+            init = self.parser.instantiate(namespace)["fit"]
+        return BuiltRun(init.model, init.data, int(namespace["fit"].trainer.max_epochs or 0))
+
+    def fit_and_test(self, config: dict, run: RunDir, resume_from: Path | None, progress: SuiteProgress) -> dict:
+        common = ["--config", yaml.safe_dump(config, sort_keys=False), "--runs_dir", str(run.path.parent)]
+        common += ["--run_name", run.name]
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        reset_peak_rss()
+        progress.stage = "fit" + (" (resumed)" if resume_from else "")
+        resume = ["--ckpt_path", str(resume_from)] if resume_from else []
+        with quiet_lightning():
+            fit = HornetCLI(["fit", *common, *resume], suite_progress=progress)
+            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
+            progress.stage, progress.run_fraction = "test", 0.95
+            test = HornetCLI(["test", *common, "--verbose", "false"], suite_progress=progress)
+        best = _callback(fit.trainer, BestValidation).best
+        scores = {"best_" + name.replace("/", "_"): round(value, 6) for name, value in best.items()}
+        tested = {k: float(v) for k, v in test.trainer.callback_metrics.items() if k.startswith("test/")}
+        scores |= {k.replace("/", "_"): round(v, 6) for k, v in sorted(tested.items()) if not k.endswith("/loss")}
+        device = test.trainer.strategy.root_device
+        data = test.datamodule
+        x = torch.randn(data.batch_size, data.in_chans, data.img_size, data.img_size, device=device)
+        speed = _callback(fit.trainer, TrainThroughput).median_img_s
+        return {
+            "scores": scores,
+            "train_img_s": round(speed, 1) if speed else None,
+            "infer_img_s": round(inference_img_per_s(test.model.backbone.to(device), x), 1),
+            "peak_mem_mb": round(peak, 1) if peak is not None else None,
+            "epochs": fit.trainer.current_epoch,
+        }
+
+
+def run_lightning(argv: list[str]) -> int:
+    """`hornet fit|validate|test|predict ...`: the exit status of the command (or of the suite it ran)."""
+    # LightningCLI reads sys.argv, and so does Lightning's DDP launcher, which starts ranks 1..N-1 by re-running
+    # this same command line: it must be the whole command, whether main() got it from the shell or as a list.
+    program, sys.argv = sys.argv, [sys.argv[0], *argv]
+    try:
+        with interrupt_on_signals():  # Lightning saves on_exception.ckpt on the way out
+            HornetCLI()  # from sys.argv
+    except SuiteFinished as done:
+        return done.status
+    except MisconfigurationException as err:  # Lightning's own checks of the config (an accelerator that is absent)
+        raise UsageError(one_line(err)) from err
+    finally:
+        sys.argv = program
+    return 0

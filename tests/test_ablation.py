@@ -3,26 +3,29 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from signal_at_step import signal_at_step
 
 from hornet.ablation import AblationConfig, AblationVariant, plan_runs, select_runs, variant_config
 from hornet.ablation.spec import config_hash
-from hornet.ablation.store import RunLock, rebuild_results, write_result
+from hornet.ablation.store import RunLock, rebuild_results
 from hornet.cli import main
+from hornet.runs import RunDir, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = sorted((ROOT / "experiments").glob("*_ablation.yaml"))
 
 
-def _suite_file(tmp_path, *, train_size=64, epochs=1, seeds=(0,), orders3=(3, 3, 3, 3)) -> Path:
+def _suite_file(tmp_path, *, train_size=64, epochs=1, seeds=(0,), orders3=(3, 3, 3, 3), order3_callbacks=None) -> Path:
+    order3 = {"model.backbone_kwargs.orders": list(orders3)}
+    if order3_callbacks:
+        order3["trainer.callbacks"] = order3_callbacks
     config = {
         "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "log_every_n_steps": 1},
         "model": {"backbone": "hornet_micro_7x7"},
@@ -37,7 +40,7 @@ def _suite_file(tmp_path, *, train_size=64, epochs=1, seeds=(0,), orders3=(3, 3,
             "reference": "order2",
             "variants": [
                 {"name": "order2", "overrides": {"model.backbone_kwargs.orders": [2, 2, 2, 2]}},
-                {"name": "order3", "overrides": {"model.backbone_kwargs.orders": list(orders3)}},
+                {"name": "order3", "overrides": order3},
                 {"name": "lr_low", "overrides": {"model.lr": 1e-4}},
             ],
         },
@@ -105,16 +108,17 @@ def test_bad_ablation_sections_are_refused(kwargs, message):
 
 
 def test_run_lock_excludes_live_owners_and_takes_over_stale_ones(tmp_path):
-    first = RunLock(tmp_path)
+    run = RunDir(tmp_path)
+    first = RunLock(run)
     assert first.acquire()
     (tmp_path / ".lock").write_text("somehost-elsewhere 1\n")  # another host: respected
-    assert not RunLock(tmp_path).acquire()
+    assert not RunLock(run).acquire()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     import socket
 
     (tmp_path / ".lock").write_text(f"{socket.gethostname()} {dead.pid}\n")  # a dead process here: stale
-    second = RunLock(tmp_path)
+    second = RunLock(run)
     assert second.acquire() and second.holder() == second.owner
     second.release()
     assert not (tmp_path / ".lock").exists()
@@ -122,13 +126,15 @@ def test_run_lock_excludes_live_owners_and_takes_over_stale_ones(tmp_path):
 
 def test_results_csv_is_rebuilt_in_run_order(tmp_path):
     for variant, seed in (("b", 0), ("a", 1), ("a", 0)):
-        run_dir = tmp_path / variant / f"seed{seed}"
-        run_dir.mkdir(parents=True)
-        write_result(run_dir, {"suite": "s", "variant": variant, "seed": seed, "test_top1": 0.5, "status": "ok"})
+        run = RunDir(tmp_path / variant / f"seed{seed}")
+        run.path.mkdir(parents=True)
+        scores = {"test_top1": 0.5, "test_top1_ema": None}
+        run.write_result(RunResult("s", variant, seed, scores=scores, status="ok"))
     path = rebuild_results(tmp_path, [("a", 0), ("a", 1), ("b", 0)])
     rows = list(csv.DictReader(path.open()))
     assert [(r["variant"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1"), ("b", "0")]
-    assert "test_top1_ema" not in rows[0]  # EMA columns only when some run has them
+    assert "test_top1" in rows[0] and "test_top1_ema" not in rows[0]  # a score column only when some run has one
+    assert RunResult.from_row(rows[0]) == RunResult("s", "a", 0, scores={"test_top1": 0.5}, status="ok")
 
 
 # --- a whole suite ----------------------------------------------------------------------------------------------
@@ -140,7 +146,12 @@ def test_suite_runs_resumes_and_refuses_changed_configs(tmp_path, capsys):
     for row in rows:
         for column in ("params", "macs", "infer_img_s", "train_img_s", "peak_mem_mb", "best_val_top1", "test_top1"):
             assert float(row[column]) > 0, column
-        assert row["epochs"] == "1" and json.loads(row["overrides"]) is not None and len(row["config_hash"]) == 16
+        assert 0 < float(row["test_top1"]) <= 1 and 0 < float(row["best_val_top1"]) <= 1
+        assert row["epochs"] == "1" and len(row["config_hash"]) == 16
+    assert [json.loads(r["overrides"]) for r in rows] == [
+        {"model.backbone_kwargs.orders": [2, 2, 2, 2]}, {"model.backbone_kwargs.orders": [3, 3, 3, 3]},
+        {"model.lr": 1e-4},
+    ]  # fmt: skip
     assert int(rows[1]["params"]) > int(rows[0]["params"])  # order 3 has more projections than order 2
     alone = tmp_path / "suite" / "order3" / "seed0" / "config.yaml"
     assert yaml.safe_load(alone.read_text())["model"]["backbone_kwargs"] == {"orders": [3, 3, 3, 3]}
@@ -187,21 +198,18 @@ def _spawn(args, **kwargs):
     )  # fmt: skip
 
 
-def test_sigterm_interrupts_then_rerun_completes_each_run_once(tmp_path, one_thread):
-    suite = _suite_file(tmp_path, train_size=1024, epochs=2)
-    process = _spawn(["--config", str(suite)])
+def test_sigterm_interrupts_then_rerun_completes_each_run_once(tmp_path, one_thread, capsys):
+    # SIGTERM at step 70 of the second run's 128 (inside its second epoch); once: the marker file remembers it
+    kill = signal_at_step(70, tmp_path / "sigterm-sent")
+    suite = _suite_file(tmp_path, train_size=1024, epochs=2, order3_callbacks=[kill])
+    assert main(["fit", "--config", str(suite)]) == 143
+    assert "interrupted" in capsys.readouterr().err
     second = tmp_path / "suite" / "order3" / "seed0"
-    deadline = time.monotonic() + 240
-    while not (second / "metrics.csv").is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside the second run's training
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 143, err
     first_result = (tmp_path / "suite" / "order2" / "seed0" / "result.json").stat().st_mtime_ns
     rows = _rows(tmp_path)
     assert [(r["variant"], r["status"]) for r in rows] == [("order2", "ok"), ("order3", "interrupted")]
-    assert (second / "checkpoints" / "on_exception.ckpt").is_file()
+    stopped = torch.load(second / "checkpoints" / "on_exception.ckpt", weights_only=False)
+    assert stopped["global_step"] == 70
 
     assert main(["fit", "--config", str(suite)]) == 0
     rows = _rows(tmp_path)
@@ -243,9 +251,7 @@ def test_every_suite_dry_runs(path, capsys):
 
 
 def test_suite_progress_line_shows_run_variant_seed_elapsed_and_eta():
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    from hornet.ablation.progress import SuiteProgress, SuiteProgressBar
+    from hornet.ablation.progress import SuiteProgress
 
     progress = SuiteProgress("order_ablation", total=18, done=4, variant="order_3333", seed=1, stage="fit")
     progress.started -= 100.0  # 100 s in, 4.5 of 18 runs done -> 300 s to go
@@ -253,4 +259,15 @@ def test_suite_progress_line_shows_run_variant_seed_elapsed_and_eta():
     line = progress.describe()
     assert line.startswith("suite order_ablation: run 5/18 order_3333 seed 1 fit")
     assert "elapsed 01:40" in line and "ETA 05:00" in line
-    assert isinstance(SuiteProgressBar(progress), RichProgressBar)  # one rich display, not a second Live
+
+
+def test_suite_output_is_one_line_per_run_without_lightning_banners(tmp_path, capfd):
+    suite = _suite_file(tmp_path)
+    assert main(["fit", "--config", str(suite), "--trainer.enable_progress_bar", "true"]) == 0
+    captured = capfd.readouterr()
+    output = captured.out + captured.err
+    for banner in ("GPU available", "TPU available", "Trainable params", "Tip:", "LOCAL_RANK", "Test metric"):
+        assert banner not in output, banner  # Lightning's per-run banners, tips, summaries and test tables
+    lines = [line for line in output.splitlines() if line.startswith("suite tiny: ")]
+    assert [line.split()[2] for line in lines if line.endswith(" s")] == ["order2:0", "order3:0", "lr_low:0"]
+    assert all(" ok, test_top1 " in line for line in lines if line.endswith(" s"))

@@ -9,7 +9,7 @@ from hornet.analysis import profile_model
 from hornet.analysis.paper import PAPER_TABLE1
 from hornet.cli import main
 
-FVCORE_G = {  # the paper's own fvcore figures (REFERENCE.md)
+FVCORE_G = {  # the paper's own fvcore figures (docs/reference.md)
     "hornet_tiny_7x7": 3.98, "hornet_tiny_gf": 3.91, "hornet_small_7x7": 8.83, "hornet_small_gf": 8.73,
     "hornet_base_7x7": 15.58, "hornet_base_gf": 15.46, "hornet_large_7x7": 34.82, "hornet_large_gf": 34.64,
     "hornet_large_gf_img384": 101.81, "hornet_base_gf_img384": 45.44,
@@ -28,7 +28,7 @@ def test_fvcore_convention_reproduces_the_paper_to_10_mega(name):
 
 
 def test_conv_and_linear_macs_of_tiny_7x7():
-    # torch.utils.flop_counter / 2 on the 7x7 model (no FFT): 3.968 G as REFERENCE.md states
+    # torch.utils.flop_counter / 2 on the 7x7 model (no FFT): 3.968 G as docs/reference.md states
     assert profile_model("hornet_tiny_7x7").gmacs == pytest.approx(3.968, abs=5e-4)
 
 

@@ -3,7 +3,6 @@
 import csv
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import pytest
 import timm
 import torch
 import yaml
+from fit_args import tiny_fit
+from signal_at_step import signal_at_step
 
 from hornet.cli import main
 from hornet.ops.mixers import GlobalLocalFilter
@@ -20,13 +21,7 @@ from hornet.ops.mixers import GlobalLocalFilter
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "experiments" / "slurm"
 DDP = ["--config", str(ROOT / "experiments" / "strategies" / "ddp.yaml"), "--trainer.accelerator", "cpu"]
-TINY = [
-    "--data.class_path", "hornet.data.SyntheticDataModule", "--data.init_args.img_size", "32",
-    "--data.init_args.train_size", "128", "--data.init_args.val_size", "32", "--data.init_args.test_size", "32",
-    "--model.backbone", "hornet_micro_7x7", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1",
-    "--model.lr", "1e-1", "--model.lr_scaling", "linear",  # 1e-1 per 4096 images: 6.25e-4 x global batch / 16
-]  # fmt: skip
+TINY = tiny_fit(train_size=128, batch_size=None, summary=False, lr="1e-1")  # 1e-1 per 4096: 6.25e-4 at batch 16
 
 
 def _hornet(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -89,7 +84,7 @@ def test_a_non_finite_loss_on_one_rank_stops_both(tmp_path):
     args = ["fit", *TINY, *DDP, "--trainer.devices", "2", "--data.init_args.batch_size", "8"]
     args += ["--data.class_path", "poisoned_data.NaNOnRankOne", "--runs_dir", str(tmp_path)]
     start = time.monotonic()
-    result = _hornet(*args, env={"PYTHONPATH": str(ROOT / "tests" / "helpers")}, timeout=240)
+    result = _hornet(*args, timeout=240)  # tests/helpers is on PYTHONPATH (conftest.py)
     assert result.returncode == 1, result.stderr
     assert "non-finite training loss" in result.stderr and "at step 0" in result.stderr
     assert "Traceback" not in result.stderr.split("hornet: error:")[-1]
@@ -152,27 +147,14 @@ FAKE_SLURM = {  # what srun sets for a one-task job step: Lightning's SLURMEnvir
 def test_a_slurm_job_checkpoints_on_sigusr1_and_its_requeued_job_resumes(tmp_path):
     args = ["fit", *TINY, "--data.init_args.batch_size", "8", "--data.init_args.train_size", "1024"]
     args += ["--runs_dir", str(tmp_path), "--run_name", "slurm"]
-    env = {**os.environ, **FAKE_SLURM, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hornet.cli", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
-    metrics = tmp_path / "slurm" / "metrics.csv"
-    deadline = time.monotonic() + 120
-    while (
-        process.poll() is None
-        and time.monotonic() < deadline
-        and not (metrics.is_file() and len(metrics.read_text().splitlines()) > 20)
-    ):
-        time.sleep(0.1)
-    process.send_signal(signal.SIGUSR1)  # SLURM's warning before the time limit (#SBATCH --signal=USR1@120)
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline and not list((tmp_path / "slurm").glob("hpc_ckpt_*")):
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)  # then SLURM stops the job it requeued
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 143, err
+    # SLURM's warning before the time limit (#SBATCH --signal=USR1@120) at step 20, then its SIGTERM at step 40
+    signals = [signal_at_step(20, tmp_path / "usr1", "SIGUSR1"), signal_at_step(40, tmp_path / "term")]
+    args += ["--config", yaml.safe_dump({"trainer": {"callbacks": signals}})]
+    stopped = _hornet(*args, env=FAKE_SLURM)
+    assert stopped.returncode == 143, stopped.stderr
     hpc = torch.load(tmp_path / "slurm" / "hpc_ckpt_1.ckpt", weights_only=False)
-    assert 0 < hpc["global_step"] < 2 * 1024 // 8
+    assert hpc["global_step"] == 20
+    metrics = tmp_path / "slurm" / "metrics.csv"
 
     requeued = _hornet(*args, env={**FAKE_SLURM, "SLURM_RESTART_COUNT": "1"})  # the same command, started again
     assert requeued.returncode == 0, requeued.stderr
@@ -185,7 +167,8 @@ def test_a_slurm_job_checkpoints_on_sigusr1_and_its_requeued_job_resumes(tmp_pat
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["bf16-mixed", "32"])
 def test_fsdp_on_one_gpu_trains_gf_with_clipping_and_keeps_the_filter_fp32(tmp_path, precision):
-    fsdp = ["--config", str(ROOT / "experiments" / "strategies" / "fsdp.yaml"), "--trainer.devices", "1"]
+    fsdp = ["--config", str(ROOT / "experiments" / "strategies" / "fsdp.yaml"), "--trainer.accelerator", "gpu"]
+    fsdp += ["--trainer.devices", "1"]
     args = ["fit", *TINY, *fsdp, "--model.backbone", "hornet_micro_gf", "--trainer.precision", precision]
     args += ["--trainer.gradient_clip_val", "1.0", "--data.init_args.batch_size", "16", "--runs_dir", str(tmp_path)]
     assert main(args) == 0
@@ -197,6 +180,7 @@ def test_fsdp_on_one_gpu_trains_gf_with_clipping_and_keeps_the_filter_fp32(tmp_p
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 def test_deepspeed_zero2_on_one_gpu(tmp_path):
-    ds = ["--config", str(ROOT / "experiments" / "strategies" / "deepspeed.yaml"), "--trainer.devices", "1"]
+    ds = ["--config", str(ROOT / "experiments" / "strategies" / "deepspeed.yaml"), "--trainer.accelerator", "gpu"]
+    ds += ["--trainer.devices", "1", "--trainer.precision", "bf16-mixed"]
     args = ["fit", *TINY, *ds, "--model.backbone", "hornet_micro_gf", "--data.init_args.batch_size", "16"]
     assert main([*args, "--runs_dir", str(tmp_path)]) == 0

@@ -5,11 +5,12 @@ import timm
 import torch
 
 from hornet.cli import main
+from hornet.models import create_model
 
 
 def _pair(name, **kwargs):
     fast = timm.create_model(name, **kwargs)
-    reference = timm.create_model(f"{name}_reference", **kwargs)
+    reference = create_model(f"{name}_reference", **kwargs)  # the transcription, kept out of timm's registry
     reference.load_state_dict(fast.state_dict())
     with torch.no_grad():  # visible layer scales, so every branch matters
         for model in (fast, reference):

@@ -3,10 +3,8 @@
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -15,16 +13,18 @@ import pytest
 import timm
 import torch
 import yaml
+from fit_args import tiny_fit
 from PIL import Image
-from test_training import SYNTHETIC as TRAINING_RUN  # a tiny synthetic fit
+from signal_at_step import signal_at_step
 
-from hornet.ablation.store import rebuild_results, write_result
+from hornet.ablation.store import rebuild_results
 from hornet.cli import main
 from hornet.data import ImageFolderDataModule
 from hornet.files import OutputError, write_json
+from hornet.runs import RunDir, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC = [*TRAINING_RUN, "--trainer.max_epochs", "1", "--trainer.enable_model_summary", "false"]
+SYNTHETIC = tiny_fit(epochs=1, summary=False)
 IMAGE_FOLDER = ["--data.class_path", "hornet.data.ImageFolderDataModule", "--data.init_args.img_size", "32"]
 
 
@@ -122,6 +122,11 @@ BAD_INPUTS = [
          "saved from another model", "unexpected keys: backbone.other.weight", "missing keys"),
     case("released checkpoint of another architecture", _released_for_another_architecture, "does not fit",
          "shape mismatches"),
+    case("no devices (Lightning's own check)", lambda t: ["--trainer.devices", "0"], "Trainer(devices='0')",
+         "not a valid input"),
+    pytest.param(lambda t: ["--trainer.accelerator", "gpu"], ("No supported gpu backend found",),
+                 id="an accelerator this machine lacks",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ]  # fmt: skip
 
 
@@ -219,11 +224,11 @@ def test_a_failed_write_names_the_path_and_keeps_the_previous_file(tmp_path, mon
 
 
 def test_results_csv_survives_a_failed_rebuild(tmp_path, monkeypatch):
-    run = tmp_path / "a" / "seed0"
-    run.mkdir(parents=True)
-    write_result(run, {"variant": "a", "seed": 0, "status": "ok", "test_top1": 0.5})
+    run = RunDir(tmp_path / "a" / "seed0")
+    run.path.mkdir(parents=True)
+    run.write_result(RunResult("s", "a", 0, scores={"test_top1": 0.5}, status="ok"))
     before = rebuild_results(tmp_path, [("a", 0)]).read_text()
-    write_result(run, {"variant": "a", "seed": 0, "status": "ok", "test_top1": 0.7})
+    run.write_result(RunResult("s", "a", 0, scores={"test_top1": 0.7}, status="ok"))
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
     with pytest.raises(OutputError, match=r"results\.csv"):
         rebuild_results(tmp_path, [("a", 0)])
@@ -259,29 +264,7 @@ def test_a_full_disk_while_checkpointing_fails_in_one_line_and_keeps_the_last_ch
 
 
 # --- kill and resume --------------------------------------------------------------------------------------------------
-def _kill_at_step(args: list[str], metrics: Path, step: int) -> subprocess.CompletedProcess:
-    """Start `hornet fit` in a subprocess, SIGTERM it once its log reaches ``step``, return the finished process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hornet.cli", "fit", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) > step:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, "", err)
-
-
-RESUME = [
-    "--data.class_path", "hornet.data.SyntheticDataModule", "--data.init_args.batch_size", "16",
-    "--data.init_args.img_size", "32", "--data.init_args.train_size", "1024", "--data.init_args.val_size", "32",
-    "--data.init_args.test_size", "32", "--model.backbone", "hornet_micro_7x7", "--trainer.max_epochs", "2",
-    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-    "--trainer.log_every_n_steps", "1",
-]  # fmt: skip
+RESUME = tiny_fit(train_size=1024, summary=False)  # 64 steps an epoch, 2 epochs
 
 
 @pytest.mark.slow
@@ -290,10 +273,10 @@ def test_a_fit_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, one_thread
     whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
 
     args = [*RESUME, "--runs_dir", str(tmp_path), "--run_name", "killed"]
-    killed = _kill_at_step(args, tmp_path / "killed" / "metrics.csv", step=90)  # epoch 2 of 2 (64 steps an epoch)
-    assert killed.returncode == 143, killed.stderr
+    kill = yaml.safe_dump({"trainer": {"callbacks": [signal_at_step(90, tmp_path / "sent")]}})  # in epoch 2 of 2
+    assert main(["fit", *args, "--config", kill]) == 143
     stopped = torch.load(tmp_path / "killed" / "checkpoints" / "on_exception.ckpt", weights_only=False)
-    assert 64 < stopped["global_step"] < 128  # mid-epoch
+    assert stopped["global_step"] == 90  # mid-epoch
     assert main(["fit", *args, "--ckpt_path", "last"]) == 0
     resumed = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == whole["global_step"] == 128  # no completed step lost, none done twice

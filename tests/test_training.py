@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from fit_args import tiny_fit
+from signal_at_step import signal_at_step
 
 from hornet.cli import main
 from hornet.data import FashionMNISTDataModule, SyntheticDataModule
@@ -20,13 +21,7 @@ from hornet.data.in_memory import random_crop_flip
 from hornet.lit import ClassificationModule
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC = [
-    "--data.class_path", "hornet.data.SyntheticDataModule",
-    "--data.init_args.batch_size", "16", "--data.init_args.img_size", "32",
-    "--data.init_args.train_size", "64", "--data.init_args.val_size", "32", "--data.init_args.test_size", "32",
-    "--model.backbone", "hornet_micro_7x7", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-    "--trainer.log_every_n_steps", "1",
-]  # fmt: skip
+SYNTHETIC = tiny_fit()
 HAS_FASHION_MNIST = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 
 
@@ -47,6 +42,22 @@ def test_fit_writes_the_run_directory(tmp_path):
         assert column in header, column
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["backbone"] == "hornet_micro_7x7" and config["data"]["init_args"]["train_size"] == 64
+    assert config["base"] is None and config["ckpt_path"] is None  # the file stands alone
+    assert list(run.glob("events.out.tfevents.*"))  # TensorBoard beside metrics.csv
+
+
+def test_a_configured_logger_is_added_beside_the_run_logs(tmp_path):
+    extra = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "extra")}}
+    assert (
+        _fit(tmp_path, "--trainer.max_epochs", "1", "--config", yaml.safe_dump({"trainer": {"logger": [extra]}})) == 0
+    )
+    ours = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    (theirs,) = (tmp_path / "extra").rglob("metrics.csv")
+    theirs = list(csv.DictReader(theirs.open()))
+    assert ours and [r["val/top1"] for r in ours if r.get("val/top1")] == [
+        r["val/top1"] for r in theirs if r.get("val/top1")
+    ]
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))  # and TensorBoard, as without it
 
 
 def test_resolved_config_reproduces_the_run(tmp_path):
@@ -106,7 +117,12 @@ def test_test_uses_the_best_checkpoint_and_predict_writes_csv(tmp_path, capsys):
     assert "test/top1=" in err and "test/top1_ema=" in err
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert len(rows) == len(fit_rows)  # the fit's rows are kept, the test's row appended
-    assert rows[0]["train/loss_step"] and float(rows[-1]["test/top1"]) >= 0 and "test/top1_ema" in rows[-1]
+    assert (
+        rows[0]["train/loss_step"]
+        and 0 <= float(rows[-1]["test/top1"]) <= 1
+        and 0 <= float(rows[-1]["test/top1_ema"]) <= 1
+    )
+    assert err.count("test/top1=") == 1 and f"test/top1={round(float(rows[-1]['test/top1']), 4)}" in err
     assert main(["predict", *common]) == 0
     rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,class1,prob1,class2,prob2,class3,prob3,class4,prob4,class5,prob5" and len(rows) == 33
@@ -141,25 +157,6 @@ def test_bad_input_is_one_line_exit_2(args, message):
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("hornet: error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("path", [ROOT / "lightning_cli.yaml", *sorted((ROOT / "experiments").rglob("*.yaml"))])
-def test_every_config_parses(path, capsys):
-    args = [] if path.name == "lightning_cli.yaml" else ["--config", str(path)]
-    with pytest.raises(SystemExit) as done:
-        main(["fit", *args, "--print_config"])
-    assert done.value.code in (0, None)
-    assert "model:" in capsys.readouterr().out
-
-
-def test_configs_compose_later_wins(tmp_path, capsys):
-    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    first.write_text("model:\n  lr: 0.1\n  weight_decay: 0.2\n")
-    second.write_text("model:\n  lr: 0.3\n  min_lr: ${.lr}\n")
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(first), "--config", str(second), "--print_config"])
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["lr"] == 0.3 and config["model"]["weight_decay"] == 0.2 and config["model"]["min_lr"] == 0.3
 
 
 def test_loss_falls_when_overfitting_one_batch():
@@ -205,12 +202,28 @@ def test_synthetic_datamodule_is_deterministic():
     assert a.num_classes == 10 and a.in_chans == 3
 
 
-def test_random_crop_flip_shapes_and_content():
-    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).reshape(2, 1, 6, 6)
-    out = random_crop_flip(x, padding=0)
+def test_random_crop_flip_translates_and_flips_with_the_fill_at_the_border():
+    x = torch.arange(64 * 1 * 6 * 6, dtype=torch.float).reshape(64, 1, 6, 6) + 1  # no zeros: 0 marks the fill
+    out = random_crop_flip(x, padding=2, fill=0.0, generator=torch.Generator().manual_seed(0))
     assert out.shape == x.shape
-    for i in range(2):  # with no padding only the flip can happen
-        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    shifts, flips = set(), 0
+    for image, source in zip(out, x):
+        matches = []
+        for flipped in (False, True):
+            view = image.flip(-1) if flipped else image
+            for dy in range(-2, 3):
+                for dx in range(-2, 3):  # out[y, x] = source[y + dy, x + dx] where that is inside, else the fill
+                    shifted = torch.zeros_like(source)
+                    rows, cols = slice(max(-dy, 0), 6 - max(dy, 0)), slice(max(-dx, 0), 6 - max(dx, 0))
+                    shifted[:, rows, cols] = source[:, max(dy, 0) : 6 + min(dy, 0), max(dx, 0) : 6 + min(dx, 0)]
+                    if torch.equal(view, shifted):
+                        matches.append((dy, dx, flipped))
+        assert len(matches) == 1, matches  # every output is one translation of its input, maybe flipped
+        shifts.add(matches[0][:2])
+        flips += matches[0][2]
+    assert len(shifts) > 10 and 16 < flips < 48  # the draws vary: many of the 25 shifts, about half flipped
+    alone = random_crop_flip(x, padding=0, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(alone, x))  # padding 0: flips only
 
 
 @pytest.mark.skipif(not HAS_FASHION_MNIST, reason="Debian's dataset-fashion-mnist is not installed")
@@ -251,80 +264,17 @@ def test_short_fit_on_a_fashion_mnist_slice(tmp_path):
     assert top1 and top1[-1] > 0.3  # 1024 images, one epoch: far above chance (0.1)
 
 
-PAPER_1K = {  # REFERENCE.md: drop path, clip, RandAugment magnitude
-    "hornet_tiny_7x7": (0.2, 100, 9),
-    "hornet_tiny_gf": (0.2, 1, 9),
-    "hornet_small_7x7": (0.4, 5, 9),
-    "hornet_small_gf": (0.4, 1, 12),
-    "hornet_base_7x7": (0.5, 5, 9),
-    "hornet_base_gf": (0.5, 1, 15),
-}
-
-
-@pytest.mark.parametrize("name", sorted(PAPER_1K))
-def test_paper_imagenet_1k_recipes(name):
-    config = yaml.safe_load((ROOT / "experiments" / "paper" / f"{name}.yaml").read_text())
-    trainer, model, data = config["trainer"], config["model"], config["data"]["init_args"]
-    drop_path, clip, magnitude = PAPER_1K[name]
-    global_batch = trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] * data["batch_size"]
-    assert global_batch == 4096 and model["lr"] == 4e-3 and model["lr_scaling"] == "linear"
-    assert (model["drop_path_rate"], trainer["gradient_clip_val"]) == (drop_path, clip)
-    assert data["auto_augment"] == f"rand-m{magnitude}-mstd0.5-inc1" and data["re_prob"] == 0.25
-    assert (model["weight_decay"], model["warmup_epochs"], model["min_lr"], trainer["max_epochs"]) == (
-        0.05,
-        20,
-        1e-6,
-        300,
-    )
-    assert (model["mixup"], model["cutmix"], model["label_smoothing"], model["ema_decay"]) == (0.8, 1.0, 0.1, 0.9999)
-    assert model["backbone"] == name
-
-
-def test_paper_large_22k_and_384_finetune_recipes():
-    pre = yaml.safe_load((ROOT / "experiments" / "paper" / "hornet_large_gf_in22k.yaml").read_text())
-    t, m, d = pre["trainer"], pre["model"], pre["data"]["init_args"]
-    assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 4096
-    assert (t["max_epochs"], m["weight_decay"], m["warmup_epochs"], m["drop_path_rate"], t["gradient_clip_val"]) == (
-        90,
-        0.1,
-        5,
-        0.2,
-        1,
-    )
-    ft = yaml.safe_load((ROOT / "experiments" / "paper" / "hornet_large_gf_img384_ft1k.yaml").read_text())
-    t, m, d = ft["trainer"], ft["model"], ft["data"]["init_args"]
-    assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 512
-    assert (m["lr"], m["lr_scaling"], m["weight_decay"], m["warmup_epochs"], m["layer_decay"]) == (
-        5e-5,
-        "none",
-        1e-8,
-        0,
-        0.7,
-    )
-    assert (t["max_epochs"], m["drop_path_rate"], t["gradient_clip_val"], m["ema_decay"]) == (30, 0.4, 1, 0.9999)
-    assert m.get("mixup", 0) == 0 and m.get("cutmix", 0) == 0 and d["img_size"] == 384
-    assert m["backbone"] == "hornet_large_gf_img384" and m["backbone_kwargs"]["pretrained"] is True
-
-
 def test_sigterm_during_fit_saves_a_resumable_checkpoint_and_exits_143(tmp_path):
-    args = [*SYNTHETIC, "--data.init_args.train_size", "2048", "--trainer.max_epochs", "2"]
-    args += ["--runs_dir", str(tmp_path), "--run_name", "killed"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hornet.cli", "fit", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
-    metrics = tmp_path / "killed" / "metrics.csv"
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) > 20:  # some steps logged: mid-epoch
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 143, err
-    assert "--ckpt_path last" in err and "Traceback" not in err
+    args = [*tiny_fit(train_size=2048), "--runs_dir", str(tmp_path), "--run_name", "killed"]
+    kill = yaml.safe_dump({"trainer": {"callbacks": [signal_at_step(20, tmp_path / "sent")]}})  # mid-epoch 1 of 2
+    process = subprocess.run(
+        [sys.executable, "-m", "hornet.cli", "fit", *args, "--config", kill], cwd=ROOT, capture_output=True,
+        text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert process.returncode == 143 == 128 + signal.SIGTERM, process.stderr
+    assert "resume with --run_name killed --ckpt_path last" in process.stderr and "Traceback" not in process.stderr
     saved = torch.load(tmp_path / "killed" / "checkpoints" / "on_exception.ckpt", weights_only=False)
-    assert 0 < saved["global_step"] < 2 * 2048 // 16
+    assert saved["global_step"] == 20
     assert main(["fit", *args, "--ckpt_path", "last"]) == 0  # resumes from the newest: the on-exception checkpoint
     final = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert final["epoch"] == 1 and final["global_step"] >= saved["global_step"]
+    assert final["epoch"] == 1 and final["global_step"] == 2 * 2048 // 16

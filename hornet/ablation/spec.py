@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from hornet.runs import RunDir, suite_run_dir
+
 __all__ = [
     "AblationConfig",
     "AblationRun",
@@ -99,8 +101,8 @@ class AblationRun:
     def key(self) -> str:
         return f"{self.variant.name}:{self.seed}"
 
-    def run_dir(self, suite_dir: Path) -> Path:
-        return suite_dir / self.variant.name / f"seed{self.seed}"
+    def run_dir(self, suite_dir: Path) -> RunDir:
+        return RunDir(suite_run_dir(suite_dir, self.variant.name, self.seed))
 
 
 def plan_runs(spec: AblationConfig) -> list[AblationRun]:

@@ -1,57 +1,24 @@
-"""A suite's storage on disk, built for resumption and many writers.
+"""A suite's shared files, built for resumption and many writers (the run directories themselves: hornet.runs).
 
 <suite_dir>/
   suite.json            the ablation section the suite last ran with (reference, variants, seeds)
-  results.csv           one row per finished run, rebuilt from every result.json under .results.lock
-  <variant>/seed<k>/    a `hornet fit` run directory (config.yaml, meta.json, metrics.csv, checkpoints/) plus:
-    result.json         written last (temp file + rename): the run's row; status ok / failed: ... / interrupted
-    config_hash         the hash of the config the run was started with
-    .lock               "host pid" while a process works on the run
+  results.csv           one row per run with a result, rebuilt from every result.json under .results.lock
+  <variant>/seed<k>/    run directories (hornet.runs), each with result.json, config_hash and, while it runs, .lock
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
-import json
 import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-from hornet.files import write_atomic, write_json
+from hornet.files import write_atomic
+from hornet.runs import RunDir, result_columns, suite_runs
 
-__all__ = [
-    "RESULT_COLUMNS",
-    "RunLock",
-    "newest_checkpoint",
-    "read_result",
-    "rebuild_results",
-    "results_lock",
-    "write_result",
-]
-
-RESULT_COLUMNS = (
-    "suite", "variant", "seed", "overrides", "config_hash", "commit", "params", "macs", "infer_img_s", "train_img_s",
-    "peak_mem_mb", "best_val_top1", "test_top1", "test_top5", "best_val_top1_ema", "test_top1_ema", "test_top5_ema",
-    "epochs", "wall_s", "status",
-)  # fmt: skip
-EMA_COLUMNS = ("best_val_top1_ema", "test_top1_ema", "test_top5_ema")
-
-
-def write_result(run_dir: Path, row: dict) -> None:
-    """Write ``result.json`` atomically: the run counts as finished exactly when this file exists."""
-    write_json(run_dir / "result.json", row)
-
-
-def read_result(run_dir: Path) -> dict | None:
-    path = run_dir / "result.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it to run that variant again") from None
+__all__ = ["RunLock", "rebuild_results", "results_lock"]
 
 
 @contextmanager
@@ -67,29 +34,22 @@ def results_lock(suite_dir: Path):
 
 
 def rebuild_results(suite_dir: Path, order: list[tuple[str, int]]) -> Path:
-    """Rewrite ``results.csv`` from every ``<variant>/seed<k>/result.json``, in the suite's run order.
+    """Rewrite ``results.csv`` from every run's result.json, in the suite's run order.
 
-    Runs found on disk but not in ``order`` (a variant since removed from the config) go last. EMA columns appear only
-    when some run has them.
+    Runs found on disk but not in ``order`` (a variant since removed from the config) go last. A score column (the
+    EMA ones, say) appears only when some run has a value for it.
     """
     rank = {key: i for i, key in enumerate(order)}
     with results_lock(suite_dir):
-        rows = []
-        for path in suite_dir.glob("*/seed*/result.json"):
-            row = read_result(path.parent)
-            if row is not None:
-                rows.append(row)
-        rows.sort(
-            key=lambda r: (rank.get((r.get("variant"), r.get("seed")), len(rank)), r.get("variant"), r.get("seed"))
-        )
-        has_ema = any(row.get(c) is not None for row in rows for c in EMA_COLUMNS)
-        columns = [c for c in RESULT_COLUMNS if has_ema or c not in EMA_COLUMNS]
+        results = [result for run in suite_runs(suite_dir) if (result := run.read_result()) is not None]
+        results.sort(key=lambda r: (rank.get((r.variant, r.seed), len(rank)), r.variant, r.seed))
+        columns = result_columns(results)
 
         def write(handle) -> None:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
-            for row in rows:
-                writer.writerow({c: ("" if row.get(c) is None else row[c]) for c in columns})
+            for result in results:
+                writer.writerow({c: "" if v is None else v for c, v in result.row().items()})
 
         target = suite_dir / "results.csv"
         write_atomic(target, write)
@@ -100,8 +60,8 @@ class RunLock:
     """``<run_dir>/.lock`` holding "host pid": one process per run. A lock left by a dead process on this host is
     stale and taken over; a lock from another host is respected (delete it by hand if that job is gone)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
+    def __init__(self, run: RunDir) -> None:
+        self.path = run.path / ".lock"
         self.owner = f"{socket.gethostname()} {os.getpid()}"
         self.held = False
 
@@ -145,12 +105,3 @@ class RunLock:
         if self.held and self.holder() == self.owner:
             self.path.unlink(missing_ok=True)
         self.held = False
-
-
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint to resume an unfinished run from: the newest of Lightning's hpc_ckpt_*.ckpt, last.ckpt and the
-    on-exception checkpoint."""
-    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
-    candidates += [run_dir / "checkpoints" / "on_exception.ckpt"]
-    existing = [p for p in candidates if p.is_file()]
-    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import timm
 import torch
 from torch import nn
 
 from hornet.analysis.complexity import profile_model
+from hornet.models import builds_for_input_size, create_model
 
 __all__ = [
     "PRECISIONS",
@@ -81,8 +81,9 @@ def _autocast(config: BenchConfig) -> contextlib.AbstractContextManager:
 
 
 def _build(name: str, config: BenchConfig) -> nn.Module:
-    kwargs = {"img_size": config.img_size} if name.startswith("hornet_") else {}
-    model = timm.create_model(name, **kwargs).to(config.device)
+    # models built for an input size (GF filters, Swin windows) get the benchmark's, as training builds them
+    kwargs = {"img_size": config.img_size} if builds_for_input_size(name) else {}
+    model = create_model(name, **kwargs).to(config.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.grad_checkpointing:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import timm
 import torch
 from timm.layers import LayerNorm2d, to_2tuple
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hornet.models.variants import builds_for_input_size
+from hornet.models.variants import builds_for_input_size, create_model
 
 __all__ = ["CONVENTIONS", "Complexity", "count_complexity", "profile_model"]
 
@@ -110,7 +109,7 @@ def profile_model(name: str, *, img_size: int | None = None, convention: str = "
     kwargs = dict(model_kwargs)
     if img_size is not None and builds_for_input_size(name):
         kwargs["img_size"] = img_size  # GF filters follow the input size, as when the model is built for it
-    model = timm.create_model(name, device="meta", **kwargs)
+    model = create_model(name, device="meta", **kwargs)
     size = img_size or model.pretrained_cfg["input_size"][-1]
     in_chans = kwargs.get("in_chans", model.pretrained_cfg["input_size"][0])
     return count_complexity(model, size, in_chans=in_chans, convention=convention, name=name)

@@ -10,7 +10,7 @@ __all__ = ["PAPER_TABLE1", "PaperRow"]
 @dataclass(frozen=True)
 class PaperRow:
     name: str
-    params_m: float | None  # as printed (None: the printed value matches no known head size, see REFERENCE)
+    params_m: float | None  # as printed (None: the printed value matches no known head size, see docs/reference.md)
     gflops: float  # MACs in G, as printed (fvcore convention)
     top1: float | None  # ImageNet-1K top-1 as printed (None: 22K pre-training, no 1K number in Table 1)
     note: str = ""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from hornet.runs import NUMERIC_COLUMNS, RunDir, RunResult, suite_run_dir
+
 __all__ = [
     "PairedDifference",
     "SuiteResults",
@@ -24,9 +26,6 @@ __all__ = [
     "summary_rows",
     "training_curves",
 ]
-
-NUMERIC = ("seed", "params", "macs", "infer_img_s", "train_img_s", "peak_mem_mb", "best_val_top1", "test_top1",
-           "test_top5", "best_val_top1_ema", "test_top1_ema", "test_top5_ema", "epochs", "wall_s")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,11 @@ class VariantSummary:
     """One variant over its ok runs."""
 
     variant: str
-    runs: list[dict]
+    runs: list[RunResult]
     difference: PairedDifference | None = None
 
     def values(self, column: str) -> dict[int, float]:
-        return {int(r["seed"]): r[column] for r in self.runs if r.get(column) is not None}
+        return {r.seed: float(r.value(column)) for r in self.runs if r.value(column) is not None}
 
     def mean(self, column: str) -> float | None:
         values = list(self.values(column).values())
@@ -83,23 +82,17 @@ class SuiteResults:
 
     name: str
     path: Path
-    rows: list[dict]
+    rows: list[RunResult]
     reference: str | None
     metric: str = "test_top1"
     variants: list[VariantSummary] = field(default_factory=list)
 
     @property
-    def not_ok(self) -> list[dict]:
-        return [r for r in self.rows if r.get("status") != "ok"]
+    def not_ok(self) -> list[RunResult]:
+        return [r for r in self.rows if not r.ok]
 
-
-def _parse(row: dict) -> dict:
-    parsed = dict(row)
-    for column in NUMERIC:
-        value = row.get(column)
-        parsed[column] = float(value) if value not in (None, "") else None
-    parsed["seed"] = int(parsed["seed"]) if parsed["seed"] is not None else None
-    return parsed
+    def run_dir(self, result: RunResult) -> RunDir:
+        return RunDir(suite_run_dir(self.path.parent, result.variant, result.seed))
 
 
 def _reference_of(suite_dir: Path, variants: list[str]) -> str | None:
@@ -117,17 +110,22 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str = 
     if not csv_path.is_file():
         raise FileNotFoundError(f"{path}: no results.csv (give a suite directory or its results.csv)")
     with csv_path.open() as handle:
-        rows = [_parse(r) for r in csv.DictReader(handle)]
+        reader = csv.DictReader(handle)
+        rows = [RunResult.from_row(r) for r in reader]
+        scores = [c for c in reader.fieldnames or () if c not in RunResult.__dataclass_fields__]
     if not rows:
         raise ValueError(f"{csv_path} has no runs yet")
-    order = list(dict.fromkeys(r["variant"] for r in rows))
+    numeric = [*NUMERIC_COLUMNS, *scores]
+    if metric not in numeric:
+        raise ValueError(f"--metric must be a numeric column of {csv_path} ({', '.join(numeric)}); got {metric!r}")
+    order = list(dict.fromkeys(r.variant for r in rows))
     reference = reference or _reference_of(csv_path.parent, order)
     if reference not in order:
         raise ValueError(f"reference variant {reference!r} is not in {csv_path}; choose one of {order}")
-    name = rows[0].get("suite") or csv_path.parent.name
+    name = rows[0].suite or csv_path.parent.name
     results = SuiteResults(name=name, path=csv_path, rows=rows, reference=reference, metric=metric)
-    ok = [r for r in rows if r.get("status") == "ok"]
-    summaries = {v: VariantSummary(v, [r for r in ok if r["variant"] == v]) for v in order}
+    ok = [r for r in rows if r.ok]
+    summaries = {v: VariantSummary(v, [r for r in ok if r.variant == v]) for v in order}
     base = summaries[reference].values(metric)
     for summary in summaries.values():
         if summary.variant != reference and summary.runs:
@@ -139,22 +137,12 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str = 
 def training_curves(results: SuiteResults, column: str = "val/top1") -> dict[str, dict[int, list[float]]]:
     """Per variant, per epoch: ``column`` of every ok run, read from the runs' metrics.csv."""
     curves: dict[str, dict[int, list[float]]] = {}
-    for row in results.rows:
-        if row.get("status") != "ok":
-            continue
-        log = results.path.parent / row["variant"] / f"seed{row['seed']}" / "metrics.csv"
-        if not log.is_file():
-            continue
-        with log.open() as handle:
-            for entry in csv.DictReader(handle):
-                if entry.get(column) not in (None, "") and entry.get("epoch") not in (None, ""):
-                    epochs = curves.setdefault(row["variant"], {})
-                    epochs.setdefault(int(entry["epoch"]) + 1, []).append(float(entry[column]))
+    for result in (r for r in results.rows if r.ok):
+        for entry in results.run_dir(result).metrics():
+            if column in entry and "epoch" in entry:
+                epochs = curves.setdefault(result.variant, {})
+                epochs.setdefault(int(entry["epoch"]) + 1, []).append(entry[column])
     return curves
-
-
-def overrides_of(row: dict) -> dict:
-    return json.loads(row.get("overrides") or "{}")
 
 
 def _fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
@@ -199,7 +187,4 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
 
 def problem_rows(results: SuiteResults) -> list[dict]:
     """Failed and interrupted runs: listed, never averaged in."""
-    return [
-        {"suite": results.name, "variant": r["variant"], "seed": r["seed"], "status": r["status"]}
-        for r in results.not_ok
-    ]
+    return [{"suite": results.name, "variant": r.variant, "seed": r.seed, "status": r.status} for r in results.not_ok]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Literal
 
 import lightning as L
@@ -36,6 +35,9 @@ def unwrapped_name(name: str) -> str:
 class ClassificationModule(L.LightningModule):
     """Train and evaluate an image classifier.
 
+    ``monitor`` names the validation metric that picks the best checkpoint; ``selection_metrics`` the ones whose best
+    value over the epochs a suite records (``best_val_top1``, ``best_val_top1_ema``).
+
     Args:
         backbone: a timm model name (``hornet_tiny_gf``, ``convnext_tiny``, ...) or a module.
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``orders``, ``mixers``).
@@ -52,6 +54,9 @@ class ClassificationModule(L.LightningModule):
         drop_path_rate: stochastic depth of the backbone (set only here).
         channels_last, compile, grad_checkpointing: speed and memory switches.
     """
+
+    monitor = "val/top1"
+    selection_metrics = ("val/top1", "val/top1_ema")
 
     def __init__(
         self,
@@ -128,8 +133,6 @@ class ClassificationModule(L.LightningModule):
         )
         self._param_settings: dict[str, tuple[float, float]] | None = None
         self._group_settings()  # while the backbone is still unwrapped
-        self._batch_start = 0.0
-        self.train_img_s: list[float] = []  # every training batch's images per second (the suite runner reads it)
         self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)  # for the model summary's FLOPs
 
     def describe(self) -> str:
@@ -155,9 +158,6 @@ class ClassificationModule(L.LightningModule):
         return self.backbone(x)
 
     # --- training --------------------------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         targets = y
@@ -171,8 +171,8 @@ class ClassificationModule(L.LightningModule):
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()} on rank {self.global_rank}) at step {self.global_step} of "
-                f"{self.describe()}; try a lower model.lr (now {self.effective_lr:.3g}), gradient clipping "
-                "(trainer.gradient_clip_val) or trainer.precision 32"
+                f"run {self.trainer.default_root_dir}, {self.describe()}; try a lower model.lr (now "
+                f"{self.effective_lr:.3g}), gradient clipping (trainer.gradient_clip_val) or trainer.precision 32"
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)  # all ranks' mean
         for k in ("top1", "top5"):
@@ -198,10 +198,6 @@ class ClassificationModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.backbone, step=self.global_step)
-        seconds = time.perf_counter() - self._batch_start
-        if seconds > 0:
-            self.train_img_s.append(len(batch[0]) / seconds)
-            self.log("train/img_s", self.train_img_s[-1], on_step=True, on_epoch=False)
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
 
     # --- evaluation ------------------------------------------------------------------------------------------------

@@ -3,10 +3,19 @@
 from hornet.models.convert import checkpoint_filter_fn, read_released_checkpoint
 from hornet.models.hornet import HorBlock, HorNet
 from hornet.models.placement import PLACEMENTS, create_placement_model
-from hornet.models.variants import VARIANTS, Variant, builds_for_input_size, check_model_name, create_hornet
+from hornet.models.variants import (
+    REFERENCE_MODELS,
+    VARIANTS,
+    Variant,
+    builds_for_input_size,
+    check_model_name,
+    create_hornet,
+    create_model,
+)
 
 __all__ = [
     "PLACEMENTS",
+    "REFERENCE_MODELS",
     "VARIANTS",
     "HorBlock",
     "HorNet",
@@ -15,6 +24,7 @@ __all__ = [
     "check_model_name",
     "checkpoint_filter_fn",
     "create_hornet",
+    "create_model",
     "create_placement_model",
     "read_released_checkpoint",
 ]

@@ -1,10 +1,9 @@
 """HorNet: HorBlock and the four-stage backbone, with the timm model surface.
 
 State-dict keys follow the authors' release (``downsample_layers.*``, ``stages.*.*.gnconv.*``, ``norm``, ``head``)
-so released checkpoints load unchanged.
+so released checkpoints load unchanged. No ``from __future__ import annotations`` here: FX copies the forward's
+annotations into the code it generates, and TorchScript cannot read them back as strings.
 """
-
-from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
@@ -170,6 +169,7 @@ class HorNet(nn.Module):
             )
 
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.to_channels_last = self.channels_last_compute  # an instance attribute, so TorchScript sees it
         self.drop_rate = drop_rate
         self.img_size = to_2tuple(img_size)
@@ -245,10 +245,15 @@ class HorNet(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier (on the model's device and dtype) for ``num_classes`` outputs; 0 removes it."""
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        like = self.downsample_layers[0][0].weight  # the stem conv: always there, whatever was pruned
+        head = (
+            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) if num_classes > 0 else None
+        )
+        self.head = (head or nn.Identity()).train(self.training)
 
     def forward_intermediates(
         self,

@@ -13,9 +13,13 @@ The replaced modules are removed (no unused parameters for DDP to complain about
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import to_2tuple
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
 from torch import nn
@@ -23,7 +27,10 @@ from torch import nn
 from hornet.models.variants import register_entrypoint
 from hornet.ops import GnConv
 
-__all__ = ["PLACEMENTS", "GnConvSwinBlock", "PlacementSize", "TokensGnConv", "create_placement_model"]
+__all__ = [
+    "PLACEMENTS", "GnConvSwinBlock", "PlacementConvNeXt", "PlacementSize", "PlacementSwin", "TokensGnConv",
+    "create_placement_model",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,15 +48,15 @@ class PlacementSize:
 SIZES = {"micro": PlacementSize(16, (1, 1, 2, 1)), "nano": PlacementSize(32, (2, 2, 6, 2))}
 FAMILIES = ("convnext", "swin")
 PLACEMENTS = [f"{family}_{size}_{kind}" for family in FAMILIES for size in SIZES for kind in ("plain", "gnconv")]
-TIMM_FACTORY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # create_model's, not the model's
+IMG_SIZE = 32  # the default input size: stage maps 16/8/4/2
 
 
 class TokensGnConv(nn.Module):
     """GnConv on channels-last tokens (B, H, W, C), as Swin blocks carry them."""
 
-    def __init__(self, dim: int, *, order: int, mixer: str, scale: float) -> None:
+    def __init__(self, gnconv: GnConv) -> None:
         super().__init__()
-        self.gnconv = GnConv(dim, order=order, mixer=mixer, scale=scale)
+        self.gnconv = gnconv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
@@ -62,6 +69,18 @@ class GnConvSwinBlock(SwinTransformerBlock):
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(x)  # (B, H, W, C) -> (B, H, W, C)
 
+    def set_input_size(self, feat_size: tuple[int, int], window_size, always_partition=None) -> None:
+        """A new input size changes only the recorded resolution: gnConv has no windows, shift or mask to adapt."""
+        self.input_resolution = feat_size
+
+
+def _gnconv(dim: int, order: int, mixer: str, scale: float, factory: dict) -> GnConv:
+    """A GnConv on the device and in the dtype timm's factory kwargs ask the host model for."""
+    device, dtype = factory.get("device"), factory.get("dtype")
+    with torch.device(device) if device is not None else nullcontext():
+        module = GnConv(dim, order=order, mixer=mixer, scale=scale)
+    return module.to(dtype) if dtype is not None else module
+
 
 def _check_per_stage(name: str, values: Sequence, kind: type) -> tuple:
     values = tuple(values)
@@ -70,65 +89,87 @@ def _check_per_stage(name: str, values: Sequence, kind: type) -> tuple:
     return values
 
 
-def _swap_convnext(model: ConvNeXt, orders: tuple[int, ...], mixers: tuple[str, ...], scale: float) -> None:
-    for stage, order, mixer in zip(model.stages, orders, mixers, strict=True):
-        for block in stage.blocks:
-            assert isinstance(block, ConvNeXtBlock)
-            block.conv_dw = GnConv(block.conv_dw.in_channels, order=order, mixer=mixer, scale=scale)
+class PlacementConvNeXt(ConvNeXt):
+    """timm's ConvNeXt at a small HorNet's width and depth with a stride-2 stem; with ``gnconv``, every block's
+    depthwise conv (``ConvNeXtBlock.conv_dw``, NCHW in and out) is a GnConv with the stage's order and mixer."""
+
+    def __init__(
+        self, *, size: str, gnconv: bool, orders: Sequence[int], mixers: Sequence[str], scale: float, **kwargs
+    ) -> None:
+        kwargs.pop("img_size", None)  # convolutional: any input size
+        super().__init__(depths=SIZES[size].depths, dims=SIZES[size].dims, patch_size=2, **kwargs)
+        # timm reads patch_size 2 as half of a stride-4 stem and downsamples again in stage 0; undo that, so the
+        # stage maps are 16/8/4/2 at 32 px like the small HorNets (its downsample layer is removed, not bypassed)
+        self.stages[0].downsample = nn.Identity()
+        for info, reduction in zip(self.feature_info, (2, 4, 8, 16), strict=True):
+            info["reduction"] = reduction
+        if gnconv:
+            for stage, order, mixer in zip(self.stages, orders, mixers, strict=True):
+                for block in stage.blocks:
+                    assert isinstance(block, ConvNeXtBlock)
+                    block.conv_dw = _gnconv(block.conv_dw.in_channels, order, mixer, scale, kwargs)
 
 
-def _swap_swin(model: SwinTransformer, orders: tuple[int, ...], mixers: tuple[str, ...], scale: float) -> None:
-    for stage, order, mixer in zip(model.layers, orders, mixers, strict=True):
-        for block in stage.blocks:
-            assert type(block) is SwinTransformerBlock
-            dim = block.norm1.normalized_shape[0]
-            block.attn = TokensGnConv(dim, order=order, mixer=mixer, scale=scale)  # the WindowAttention is dropped
-            block.attn_mask = None
-            block.__class__ = GnConvSwinBlock
+class PlacementSwin(SwinTransformer):
+    """timm's Swin (patch 2, window 4) at a small HorNet's width and depth; with ``gnconv``, every block's window
+    attention is replaced by GnConv over the whole map (the WindowAttention modules and their masks are removed)."""
+
+    def __init__(
+        self, *, size: str, gnconv: bool, orders: Sequence[int], mixers: Sequence[str], scale: float, **kwargs
+    ) -> None:
+        dims = SIZES[size].dims
+        heads = tuple(max(d // 16, 1) for d in dims)
+        super().__init__(
+            patch_size=2, window_size=4, embed_dim=dims[0], depths=SIZES[size].depths, num_heads=heads, **kwargs
+        )
+        if gnconv:
+            for stage, order, mixer in zip(self.layers, orders, mixers, strict=True):
+                for block in stage.blocks:
+                    assert type(block) is SwinTransformerBlock
+                    dim = block.norm1.normalized_shape[0]
+                    block.attn = TokensGnConv(_gnconv(dim, order, mixer, scale, kwargs))  # attention dropped
+                    block.attn_mask = None
+                    block.__class__ = GnConvSwinBlock
+
+
+def _default_cfg(family: str) -> dict:
+    return dict(
+        url="", num_classes=1000, input_size=(3, IMG_SIZE, IMG_SIZE), pool_size=(2, 2), crop_pct=1.0,
+        interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, classifier="head.fc",
+        first_conv="stem.0" if family == "convnext" else "patch_embed.proj",
+        description=f"timm {family} at a small HorNet's width and depth, for gnConv placement ablations",
+    )  # fmt: skip
+
+
+default_cfgs = generate_default_cfgs({name: _default_cfg(name.split("_")[0]) for name in PLACEMENTS})
 
 
 def create_placement_model(
     name: str,
     pretrained: bool = False,
     *,
-    img_size: int = 32,
+    img_size: int = IMG_SIZE,
     orders: Sequence[int] = (2, 3, 4, 5),
     mixers: Sequence[str] = ("dw7", "dw7", "dw7", "dw7"),
     scale: float = 1 / 3,
     **kwargs,
 ) -> nn.Module:
-    """Build one of ``PLACEMENTS``; kwargs go to timm's ConvNeXt / SwinTransformer (num_classes, in_chans, ...)."""
+    """Build one of ``PLACEMENTS`` through timm's builder; kwargs go to timm's ConvNeXt / SwinTransformer
+    (num_classes, in_chans, features_only, ...)."""
     if pretrained:
         raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations)")
-    family, size_name, kind = name.split("_")
-    size = SIZES[size_name]
+    family, size, kind = name.split("_")
     orders = _check_per_stage("orders", orders, int)
     mixers = _check_per_stage("mixers", mixers, str)
-    for key in TIMM_FACTORY_KWARGS:
-        kwargs.pop(key, None)
-    if family == "convnext":
-        model = ConvNeXt(depths=size.depths, dims=size.dims, patch_size=2, **kwargs)
-        # timm reads patch_size 2 as half of a stride-4 stem and downsamples again in stage 0; undo that, so the
-        # stage maps are 16/8/4/2 at 32 px like the small HorNets (its downsample layer is removed, not bypassed)
-        model.stages[0].downsample = nn.Identity()
-        for info, reduction in zip(model.feature_info, (2, 4, 8, 16), strict=True):
-            info["reduction"] = reduction
-        swap_fn = _swap_convnext
-    else:
-        heads = tuple(max(d // 16, 1) for d in size.dims)
-        model = SwinTransformer(
-            img_size=img_size, patch_size=2, window_size=4, embed_dim=size.base_dim, depths=size.depths,
-            num_heads=heads, **kwargs,
-        )  # fmt: skip
-        swap_fn = _swap_swin
-    if kind == "gnconv":
-        swap_fn(model, orders, mixers, scale)
-    model.pretrained_cfg = dict(
-        input_size=(kwargs.get("in_chans", 3), img_size, img_size), crop_pct=1.0, interpolation="bicubic",
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=kwargs.get("num_classes", 1000),
-        classifier="head.fc", architecture=name,
+    model_cls = PlacementConvNeXt if family == "convnext" else PlacementSwin
+    height, width = to_2tuple(img_size)
+    overlay = dict(input_size=(kwargs.get("in_chans", 3), height, width), pool_size=(height // 16, width // 16))
+    overlay |= kwargs.pop("pretrained_cfg_overlay", None) or {}
+    feature_cfg = dict(out_indices=(0, 1, 2, 3), flatten_sequential=True)
+    return build_model_with_cfg(
+        model_cls, name, pretrained, pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, size=size,
+        gnconv=kind == "gnconv", orders=orders, mixers=mixers, scale=scale, img_size=img_size, **kwargs,
     )  # fmt: skip
-    return model
 
 
 for _name in PLACEMENTS:

@@ -23,11 +23,13 @@ from hornet.models.hornet import HorNet, stage_feature_sizes
 from hornet.models.reference import ReferenceHorNet
 
 __all__ = [
+    "REFERENCE_MODELS",
     "VARIANTS",
     "Variant",
     "builds_for_input_size",
     "check_model_name",
     "create_hornet",
+    "create_model",
     "register_entrypoint",
 ]
 
@@ -110,19 +112,21 @@ VARIANTS: dict[str, Variant] = {
     "hornet_nano_gf": _small(32, (2, 2, 6, 2), GF, "CPU-sized HorNet-GF for 28-64 px images (ablations)"),
 }
 
-# Each variant is registered twice: the optimized model under its own name and the plain transcription of the
-# released code (same keys, same function) under ``<name>_reference``, for benchmarks and equality tests.
-IMPLEMENTATIONS: dict[str, type[HorNet]] = {"": HorNet, "_reference": ReferenceHorNet}
+default_cfgs = generate_default_cfgs({name: variant.default_cfg() for name, variant in VARIANTS.items()})
 
-default_cfgs = generate_default_cfgs(
-    {name + suffix: variant.default_cfg() for name, variant in VARIANTS.items() for suffix in IMPLEMENTATIONS}
-)
+# Each variant also has a plain transcription of the released code (same keys, same function), ``<name>_reference``:
+# built by ``create_model`` for benchmarks and equality tests, but not registered in timm, whose model list and
+# model-suite tests are for the real models.
+REFERENCE_SUFFIX = "_reference"
+REFERENCE_MODELS = tuple(name + REFERENCE_SUFFIX for name in VARIANTS)
 
 
 def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
-    """Build the registered model ``name`` through timm (kwargs override the table's constructor arguments)."""
-    suffix = "_reference" if name.endswith("_reference") else ""
-    variant, model_cls = VARIANTS[name.removesuffix(suffix)], IMPLEMENTATIONS[suffix]
+    """Build the variant ``name`` (or its ``_reference`` twin) through timm's builder; kwargs override the table's
+    constructor arguments."""
+    reference = name.endswith(REFERENCE_SUFFIX)
+    name = name.removesuffix(REFERENCE_SUFFIX)
+    variant, model_cls = VARIANTS[name], ReferenceHorNet if reference else HorNet
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     weights = overlay.pop("weights", "raw")
     if weights not in WEIGHT_CHOICES:
@@ -156,6 +160,15 @@ def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
     return model
 
 
+def create_model(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model``, and also the ``<variant>_reference`` transcriptions that timm does not list."""
+    import timm
+
+    if name in REFERENCE_MODELS:
+        return create_hornet(name, **kwargs)
+    return timm.create_model(name, **kwargs)
+
+
 def check_model_name(name: str, *, key: str = "model") -> None:
     """Raise a ValueError for a name timm does not know, suggesting close matches."""
     import difflib
@@ -163,7 +176,7 @@ def check_model_name(name: str, *, key: str = "model") -> None:
     import timm
 
     known = timm.list_models()
-    if name not in known:
+    if name not in known and name not in REFERENCE_MODELS:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
         raise ValueError(f"{key}: unknown model {name!r}{hint}")
@@ -173,7 +186,7 @@ def builds_for_input_size(name: str) -> bool:
     """Whether the timm model ``name`` is one of hornet's, built for an ``img_size`` (GF filters, Swin windows)."""
     import timm
 
-    return timm.models.model_entrypoint(name).__module__.startswith("hornet.")
+    return name in REFERENCE_MODELS or timm.models.model_entrypoint(name).__module__.startswith("hornet.")
 
 
 def register_entrypoint(name: str, build: Callable[..., nn.Module], module: str, doc: str) -> None:
@@ -189,6 +202,5 @@ def register_entrypoint(name: str, build: Callable[..., nn.Module], module: str,
     register_model(entrypoint)
 
 
-for _name in default_cfgs:
-    _args = VARIANTS[_name.removesuffix("_reference")].model_args()
-    register_entrypoint(_name, create_hornet, __name__, f"{_name}: HorNet variant {_args}")
+for _name, _variant in VARIANTS.items():
+    register_entrypoint(_name, create_hornet, __name__, f"{_name}: HorNet variant {_variant.model_args()}")

@@ -1,0 +1,135 @@
+"""Lightning callbacks of every `hornet` run: speed, best validation scores, predictions, saving on the way out.
+
+What a run measures about itself is measured here, outside the LightningModule, so the training step stays the
+model's alone and the suite runner reads every number from one place.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from hornet.errors import Interrupted
+from hornet.files import write_atomic
+
+__all__ = ["BestValidation", "PredictionWriter", "SaveOnException", "TrainThroughput"]
+
+
+def _batch_images(batch) -> int:
+    """Images in a batch: an (images, targets) pair of tensors, or a list of images."""
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(first)
+
+
+class TrainThroughput(Callback):
+    """Training images per second of every batch (data loading excluded), logged as ``train/img_s``.
+
+    ``median_img_s`` is what a suite records: the median past the first ``warmup`` batches of this invocation.
+    """
+
+    def __init__(self, warmup: int = 2) -> None:
+        self.warmup = warmup
+        self.img_s: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        seconds = time.perf_counter() - self._start
+        if seconds > 0:
+            self.img_s.append(_batch_images(batch) / seconds)
+            pl_module.log("train/img_s", self.img_s[-1], on_step=True, on_epoch=False)
+
+    @property
+    def median_img_s(self) -> float | None:
+        speeds = self.img_s[self.warmup :] or self.img_s
+        return statistics.median(speeds) if speeds else None
+
+
+class BestValidation(Callback):
+    """The best value (max) over the epochs of each of the module's ``selection_metrics`` (e.g. ``val/top1`` and
+    ``val/top1_ema``), kept in the checkpoint so a resumed fit remembers the epochs before it."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        for name in getattr(pl_module, "selection_metrics", ()):
+            value = trainer.callback_metrics.get(name)
+            if value is not None:
+                self.best[name] = max(float(value), self.best.get(name, float("-inf")))
+
+    def state_dict(self) -> dict:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = dict(state_dict.get("best", {}))
+
+
+class SaveOnException(Callback):
+    """Save the training state when fit stops on an exception or a signal, for ``--ckpt_path last`` to resume.
+
+    Unlike Lightning's OnExceptionCheckpoint, its presence does not make a fit without ``ckpt_path`` resume. A fit
+    stopped by a non-finite loss is not saved (its weights are what went wrong), and a failing save (a full disk)
+    is reported without hiding the exception that stopped the fit. A signalled single fit says how to resume it.
+    """
+
+    def __init__(self, path: Path, *, resume_hint: str | None = None) -> None:
+        self.path = path
+        self.resume_hint = resume_hint
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != "fit" or trainer.global_step == 0 or isinstance(exception, FloatingPointError):
+            return
+        try:
+            trainer.save_checkpoint(self.path)
+        except OSError as err:
+            print(f"hornet fit: could not save {self.path}: {err}", file=sys.stderr)
+            return
+        if isinstance(exception, Interrupted) and self.resume_hint and trainer.is_global_zero:
+            print(f"hornet fit: interrupted; resume with {self.resume_hint}", file=sys.stderr)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """``hornet predict``: the top-k classes and probabilities of every image into a CSV (one row per image, named
+    by its file when predicting a folder, else by its index in the test split)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
+        if not trainer.is_global_zero or not predictions:
+            return
+        datamodule = trainer.datamodule
+        classes = getattr(datamodule, "classes", None)
+        loaders = trainer.predict_dataloaders
+        dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
+        names = datamodule.predict_names(dataset) if datamodule is not None else None
+        indices = torch.cat([batch["indices"] for batch in predictions]).tolist()
+        probs = torch.cat([batch["probs"] for batch in predictions]).tolist()
+
+        def write(handle) -> None:
+            writer = csv.writer(handle)
+            k = len(indices[0])
+            writer.writerow(
+                ["file" if names else "index", *(f"{c}{i}" for i in range(1, k + 1) for c in ("class", "prob"))]
+            )
+            for row, (top, p) in enumerate(zip(indices, probs)):
+                labels = [classes[i] if classes else i for i in top]
+                pairs = [value for pair in zip(labels, (round(x, 5) for x in p)) for value in pair]
+                writer.writerow([names[row] if names else row, *pairs])
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, write)
+        print(f"hornet predict: {len(indices)} predictions written to {self.path}", file=sys.stderr)
