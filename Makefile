@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data run fit test lint clean
+.PHONY: setup data run fit test test-gpu lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,26 @@ fit: setup
 
 test: setup
 	$(PY) -m pytest -m "" --durations=25
+
+# The GPU check (docs/speed.md): the gpu-marked tests, `hornet bench` on CUDA (ours vs the released code's
+# transcription, ConvNeXt-T and Swin-T; fp32, bf16-mixed, compiled; batch 128) and a short bf16-mixed fit. It needs no
+# .venv: `make test-gpu PY=python3` runs it with a preinstalled torch and hornet on PYTHONPATH. Without CUDA the tests
+# skip and the rest is left out, with a message.
+GPU_MODELS := hornet_tiny_7x7_reference hornet_tiny_7x7 hornet_tiny_gf_reference hornet_tiny_gf convnext_tiny \
+	swin_tiny_patch4_window7_224
+GPU_BENCH := $(PY) -m hornet.cli bench --device cuda --batch-size 128 --img-size 224 --rounds 5 --steps 3 --peak \
+	--format markdown
+test-gpu:
+	$(PY) -m pytest -m gpu -p no:cacheprovider -rs tests
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then set -e; \
+		$(PY) -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"; \
+		$(GPU_BENCH) $(GPU_MODELS); \
+		$(GPU_BENCH) --precision bf16-mixed $(GPU_MODELS); \
+		$(GPU_BENCH) --precision bf16-mixed --compile --mode train hornet_tiny_7x7 hornet_tiny_gf; \
+		$(PY) -m hornet.cli fit --trainer.accelerator gpu --trainer.precision bf16-mixed --trainer.max_epochs 2 \
+			--data.init_args.limit_train 20000 --runs_dir runs --run_name gpu_check && \
+		$(PY) -m hornet.cli test --trainer.accelerator gpu --runs_dir runs --run_name gpu_check; \
+	else echo "test-gpu: no CUDA device here: the gpu tests were skipped and no GPU benchmark ran"; fi
 
 lint: setup
 	$(VENV)/bin/ruff check hornet tests && $(VENV)/bin/ruff format --check hornet tests

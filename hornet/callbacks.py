@@ -32,26 +32,40 @@ class TrainThroughput(Callback):
     """Training images per second of every batch (data loading excluded), logged as ``train/img_s``.
 
     ``median_img_s`` is what a suite records: the median past the first ``warmup`` batches of this invocation.
+    ``wall_img_s`` is the whole loop's pace past those batches, data loading and Lightning's own work included:
+    what `hornet bench --mode fit` compares with a plain PyTorch loop.
     """
 
     def __init__(self, warmup: int = 2) -> None:
         self.warmup = warmup
         self.img_s: list[float] = []
         self._start = 0.0
+        self._wall: list[float] = []  # perf_counter at the end of the warm-up, then of the last batch
+        self._wall_images = 0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        seconds = time.perf_counter() - self._start
-        if seconds > 0:
-            self.img_s.append(_batch_images(batch) / seconds)
+        now = time.perf_counter()
+        images = _batch_images(batch)
+        if now > self._start:
+            self.img_s.append(images / (now - self._start))
             pl_module.log("train/img_s", self.img_s[-1], on_step=True, on_epoch=False)
+        if len(self.img_s) == self.warmup:
+            self._wall, self._wall_images = [now], 0
+        elif self._wall:
+            self._wall[1:] = [now]
+            self._wall_images += images
 
     @property
     def median_img_s(self) -> float | None:
         speeds = self.img_s[self.warmup :] or self.img_s
         return statistics.median(speeds) if speeds else None
+
+    @property
+    def wall_img_s(self) -> float | None:
+        return self._wall_images / (self._wall[1] - self._wall[0]) if len(self._wall) == 2 else None
 
 
 class BestValidation(Callback):

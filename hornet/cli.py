@@ -95,15 +95,23 @@ def _run_profile(args: argparse.Namespace) -> int:
 # --- hornet bench ----------------------------------------------------------------------------------------------------
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="MODEL", help="timm model names; ratios are against the first")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 16; --mode fit: the config's (128)")
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument(
+        "--mode",
+        choices=("train", "infer", "both", "fit"),
+        default="both",
+        help="fit: `hornet fit` (the default config) against a plain PyTorch loop over the same model and data",
+    )
+    parser.add_argument("--images", type=int, default=20000, help="--mode fit: training images per round")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and input")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--grad-checkpointing", action="store_true", help="recompute activations in backward")
     parser.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default="32")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds; models take turns in a shuffled order")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds, models taking turns in a shuffled order (5; fit: 2)"
+    )
     parser.add_argument("--steps", type=int, default=2, help="timed iterations per model per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per model first")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -119,7 +127,10 @@ def _run_bench(args: argparse.Namespace) -> int:
     from hornet.analysis.report import render_table
 
     check_model_names(args.names)
-    config = BenchConfig(**{field.name: getattr(args, field.name) for field in fields(BenchConfig)})
+    if args.mode == "fit":
+        return _bench_fit(args)
+    given = {field.name: getattr(args, field.name) for field in fields(BenchConfig)}
+    config = BenchConfig(**{key: value for key, value in given.items() if value is not None})
     console = Console(stderr=True)
     if args.precision == "bf16-mixed" and config.device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         console.print(
@@ -156,12 +167,41 @@ def _run_bench(args: argparse.Namespace) -> int:
             row["util_%"] = round(100 * achieved / peak, 1)
         rows.append(row)
     title = (
-        f"batch {args.batch_size}, {args.img_size} px, precision {args.precision}, {args.device}"
+        f"batch {config.batch_size}, {config.img_size} px, precision {config.precision}, {config.device}"
         f"{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}"
         f"{', grad checkpointing' if args.grad_checkpointing else ''};"
-        f" median of {args.rounds} rounds"
+        f" median of {config.rounds} rounds"
     )
     render_table(rows, fmt=args.format, title=title)
+    return 0
+
+
+def _bench_fit(args: argparse.Namespace) -> int:
+    """`hornet bench MODEL --mode fit`: the fit's training throughput as a share of a plain loop's."""
+    import statistics
+
+    from hornet.analysis.report import render_table
+    from hornet.training import fit_benchmark
+
+    if len(args.names) != 1:
+        raise UsageError(f"--mode fit takes one model; got {len(args.names)}")
+    rounds = args.rounds or 2
+    extra = [] if args.batch_size is None else ["--data.init_args.batch_size", str(args.batch_size)]
+    with Console(stderr=True).status(f"benchmarking `hornet fit` against a plain loop ({rounds} rounds)"):
+        speeds = fit_benchmark(args.names[0], images=args.images, rounds=rounds, extra=extra)
+    plain = statistics.median(speeds["plain PyTorch loop"])
+    rows = [
+        {
+            "loop": name,
+            "img_s": round(statistics.median(values), 1),
+            "min_max": f"{min(values):.1f}-{max(values):.1f}",
+            "ratio": round(statistics.median(values) / plain, 3),
+        }
+        for name, values in speeds.items()
+    ]
+    title = f"{args.names[0]}: training img/s, {args.images} images, median of {rounds} rounds in turns"
+    render_table(rows, fmt=args.format, title=title)
+    print(f"hornet fit / plain loop: {rows[1]['ratio']:.3f}")
     return 0
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -25,9 +26,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from hornet.ablation import AblationConfig, AblationVariant
-from hornet.ablation.progress import SuiteProgress, SuiteProgressBar
+from hornet.ablation.progress import PublishProgress, SuiteProgress, SuiteProgressBar
 from hornet.ablation.runner import BuiltRun, SuiteRunner
-from hornet.analysis.benchmark import inference_img_per_s, peak_rss_mb, reset_peak_rss
+from hornet.analysis.benchmark import inference_img_per_s, peak_rss_mb, plain_loop_img_per_s, reset_peak_rss
 from hornet.callbacks import BestValidation, PredictionWriter, SaveOnException, TrainThroughput
 from hornet.data import ClassificationDataModule
 from hornet.data.base import resume_position
@@ -35,11 +36,12 @@ from hornet.errors import UsageError, interrupt_on_signals, one_line
 from hornet.files import check_writable_dir, write_atomic
 from hornet.lit import ClassificationModule
 from hornet.loggers import run_loggers
+from hornet.models import builds_for_input_size, create_model
 from hornet.runs import BEST_PREFIX, RunDir
 
 __all__ = [
     "DEFAULT_CONFIG", "AtomicCheckpointIO", "HornetCLI", "SuiteLauncher", "check_config",
-    "check_training_checkpoint", "run_lightning",
+    "check_training_checkpoint", "fit_benchmark", "run_lightning",
 ]  # fmt: skip
 
 # The default config `hornet fit` starts from: lightning_cli.yaml at the repository root, shipped inside the package
@@ -177,11 +179,18 @@ class HornetCLI(LightningCLI):
 
     A config with an ``ablation:`` section turns ``fit`` into a whole suite (hornet.ablation), which raises
     ``SuiteFinished`` with its exit status. ``suite_progress`` is set by the suite launcher for the runs it starts:
-    they print no banners of their own and show the suite's progress line.
+    they print no banners of their own and show the suite's progress line, or, in a worker process of a suite,
+    publish it to the ``publish_to`` file instead of drawing anything.
     """
 
-    def __init__(self, args: list[str] | None = None, suite_progress: SuiteProgress | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        suite_progress: SuiteProgress | None = None,
+        publish_to: Path | None = None,
+    ) -> None:
         self.suite_progress = suite_progress
+        self.publish_to = publish_to
         args = expand_config_bases(sys.argv[1:] if args is None else args)
         parser_kwargs = {
             "parser_mode": "omegaconf+",
@@ -304,13 +313,13 @@ class HornetCLI(LightningCLI):
         ]
         if self.subcommand == "predict":
             callbacks.append(PredictionWriter(run.path / "predictions.csv"))
-        if trainer_config.get("enable_progress_bar") is not False:
-            bar = (
-                SuiteProgressBar(self.suite_progress, leave=True)
-                if self.suite_progress
-                else RichProgressBar(leave=True)
-            )
-            callbacks.append(bar)
+        if self.publish_to is not None:  # a suite's worker: its progress goes to a file, the suite's process draws it
+            callbacks.append(PublishProgress(self.suite_progress, self.publish_to))
+            kwargs["enable_progress_bar"] = False
+        elif trainer_config.get("enable_progress_bar") is not False:
+            suite, stderr = self.suite_progress, {"stderr": True}  # stdout is for results (tables, CSV)
+            bar = SuiteProgressBar(suite, leave=True, console_kwargs=stderr) if suite else None
+            callbacks.append(bar or RichProgressBar(leave=True, console_kwargs=stderr))
         if trainer_config.get("enable_model_summary") is not False and not self.suite_progress:
             callbacks.append(RichModelSummary(max_depth=1))
         if self.suite_progress:
@@ -421,7 +430,9 @@ class SuiteLauncher:
             init = self.parser.instantiate(namespace)["fit"]
         return BuiltRun(init.model, init.data, int(namespace["fit"].trainer.max_epochs or 0))
 
-    def fit_and_test(self, config: dict, run: RunDir, resume_from: Path | None, progress: SuiteProgress) -> dict:
+    def fit_and_test(
+        self, config: dict, run: RunDir, resume_from: Path | None, progress: SuiteProgress, status: Path | None
+    ) -> dict:
         common = ["--config", yaml.safe_dump(config, sort_keys=False), "--runs_dir", str(run.path.parent)]
         common += ["--run_name", run.name]
         cuda = torch.cuda.is_available()
@@ -431,10 +442,10 @@ class SuiteLauncher:
         progress.stage = "fit" + (" (resumed)" if resume_from else "")
         resume = ["--ckpt_path", str(resume_from)] if resume_from else []
         with quiet_lightning():
-            fit = HornetCLI(["fit", *common, *resume], suite_progress=progress)
+            fit = HornetCLI(["fit", *common, *resume], suite_progress=progress, publish_to=status)
             peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
             progress.stage, progress.run_fraction = "test", 0.95
-            test = HornetCLI(["test", *common, "--verbose", "false"], suite_progress=progress)
+            test = HornetCLI(["test", *common, "--verbose", "false"], suite_progress=progress, publish_to=status)
         best = _callback(fit.trainer, BestValidation).best
         scores = {"best_" + name.replace("/", "_"): round(value, 6) for name, value in best.items()}
         tested = {k: float(v) for k, v in test.trainer.callback_metrics.items() if k.startswith("test/")}
@@ -450,6 +461,34 @@ class SuiteLauncher:
             "peak_mem_mb": round(peak, 1) if peak is not None else None,
             "epochs": fit.trainer.current_epoch,
         }
+
+
+def fit_benchmark(backbone: str, *, images: int, rounds: int, extra: list[str] = ()) -> dict[str, list[float]]:
+    """Training images per second of `hornet fit` (the default config with ``backbone``, one epoch on ``images``
+    training images, no validation) and of a plain PyTorch loop over the same model architecture, the same images,
+    batch, lr, weight decay, label smoothing and clipping, in turns for ``rounds`` rounds. ``extra``: more `hornet fit`
+    arguments, e.g. another data module."""
+    speeds: dict[str, list[float]] = {"plain PyTorch loop": [], "hornet fit": []}
+    with tempfile.TemporaryDirectory() as runs, quiet_lightning():
+        for index in range(rounds):
+            args = ["fit", "--model.backbone", backbone, "--data.init_args.limit_train", str(images)]
+            args += ["--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]
+            args += ["--trainer.enable_model_summary", "false", *extra]
+            fit = HornetCLI([*args, "--runs_dir", runs, "--run_name", f"round{index}"])
+            speeds["hornet fit"].append(_callback(fit.trainer, TrainThroughput).wall_img_s)
+            data, hp = fit.datamodule, fit.model.hparams
+            loader = data.train_dataloader()  # the same images, gathered once into two tensors
+            x, y = (torch.cat(parts) for parts in zip(*loader))
+            sized = {"img_size": data.img_size} if builds_for_input_size(backbone) else {}
+            model = create_model(backbone, num_classes=data.num_classes, in_chans=data.in_chans, **sized)
+            speeds["plain PyTorch loop"].append(
+                plain_loop_img_per_s(
+                    model, x, y, batch_size=data.batch_size, lr=hp.lr, weight_decay=hp.weight_decay,
+                    clip=fit.trainer.gradient_clip_val, label_smoothing=hp.label_smoothing,
+                    warmup=_callback(fit.trainer, TrainThroughput).warmup,
+                )
+            )  # fmt: skip
+    return speeds
 
 
 def run_lightning(argv: list[str]) -> int:

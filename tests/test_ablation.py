@@ -271,3 +271,29 @@ def test_suite_output_is_one_line_per_run_without_lightning_banners(tmp_path, ca
     lines = [line for line in output.splitlines() if line.startswith("suite tiny: ")]
     assert [line.split()[2] for line in lines if line.endswith(" s")] == ["order2:0", "order3:0", "lr_low:0"]
     assert all(" ok, test_top1 " in line for line in lines if line.endswith(" s"))
+
+
+def test_two_workers_share_a_suite_and_a_sigterm_resumes_every_run_exactly_once(tmp_path, capfd):
+    # the second variant's worker signals the suite's process at its step 40 of 64: all workers stop, each saving
+    stop = signal_at_step(40, tmp_path / "sigterm-sent", parent=True)
+    suite = _suite_file(tmp_path, train_size=512, epochs=2, seeds=(0, 1), order3_callbacks=[stop])
+    assert main(["fit", "--config", str(suite), "--ablation.workers", "2"]) == 143
+    out = capfd.readouterr()
+    assert "2 workers (1 CPU thread each)" in out.err and "interrupted" in out.err
+    stopped = {(r["variant"], r["seed"]): r["status"] for r in _rows(tmp_path)}
+    assert stopped[("order3", "0")] == "interrupted" or stopped[("order3", "1")] == "interrupted"
+
+    assert main(["fit", "--config", str(suite), "--ablation.workers", "2"]) == 0
+    rows = _rows(tmp_path)
+    assert sorted((r["variant"], r["seed"], r["status"]) for r in rows) == sorted(
+        (v, s, "ok") for v in ("order2", "order3", "lr_low") for s in ("0", "1")
+    )
+    for variant in ("order2", "order3", "lr_low"):
+        for seed in (0, 1):
+            state = torch.load(tmp_path / "suite" / variant / f"seed{seed}" / "checkpoints" / "last.ckpt",
+                               weights_only=False)  # fmt: skip
+            assert state["global_step"] == 2 * 512 // 16, (variant, seed)  # every run trained exactly once
+    lines = [
+        line for line in capfd.readouterr().err.splitlines() if line.startswith("suite tiny: ") and " ok, " in line
+    ]
+    assert len(lines) == len({line.split()[2] for line in lines})  # one line per run finished in this invocation

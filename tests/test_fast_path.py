@@ -5,7 +5,10 @@ import timm
 import torch
 
 from hornet.cli import main
+from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST
 from hornet.models import create_model
+
+HAS_FASHION_MNIST = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 
 
 def _pair(name, **kwargs):
@@ -118,3 +121,16 @@ def test_grad_checkpointing_lowers_peak_memory():
     plain = measure_peak_memory("hornet_nano_7x7", "train", BenchConfig(**config))
     checkpointed = measure_peak_memory("hornet_nano_7x7", "train", BenchConfig(grad_checkpointing=True, **config))
     assert checkpointed < 0.8 * plain, (plain, checkpointed)
+
+
+@pytest.mark.skipif(not HAS_FASHION_MNIST, reason="Debian's dataset-fashion-mnist is not installed")
+def test_bench_fit_compares_hornet_fit_with_a_plain_loop(capsys):
+    argv = ["bench", "hornet_micro_7x7", "--mode", "fit", "--images", "512", "--batch-size", "32", "--rounds", "1"]
+    assert main([*argv, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "loop,img_s,min_max,ratio" and lines[-1].startswith("hornet fit / plain loop: ")
+    plain, fit = (line.split(",") for line in lines[1:3])
+    assert (plain[0], fit[0]) == ("plain PyTorch loop", "hornet fit") and plain[3] == "1.0"
+    assert float(plain[1]) > 0 and float(fit[1]) > 0
+    assert float(fit[3]) == pytest.approx(float(fit[1]) / float(plain[1]), abs=2e-3)  # the ratio is fit / plain
+    assert float(lines[-1].rpartition(": ")[2]) == float(fit[3])

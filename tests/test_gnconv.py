@@ -130,3 +130,29 @@ def test_gf_fft_stays_fp32_under_bf16_autocast():
     assert gf.complex_weight.dtype == torch.float32
     reference = gf(x)
     assert (out.float() - reference).abs().max() < 0.1  # bf16 elsewhere, the FFT branch is exact fp32
+
+
+@pytest.mark.parametrize("size", [(2, 2), (4, 4), (3, 5), (7, 7), (8, 8)])
+def test_small_maps_filter_through_a_circulant_matrix_exactly_as_through_the_fft(size):
+    from hornet.ops.mixers import DENSE_FILTER_MAX_PIXELS, _circular_filter, fft_filters
+
+    assert size[0] * size[1] <= DENSE_FILTER_MAX_PIXELS  # these sizes take the dense path
+    x = torch.randn(3, 4, *size, dtype=torch.float64)
+    weight = torch.randn(4, size[0], size[1] // 2 + 1, 2, dtype=torch.float64)
+    spectral = torch.complex(weight[..., 0], weight[..., 1])
+    by_fft = torch.fft.irfft2(torch.fft.rfft2(x, norm="ortho") * spectral, s=size, norm="ortho")
+    torch.testing.assert_close(_circular_filter(x, spectral), by_fft, rtol=0, atol=1e-12)  # the same map, exactly
+
+    gf = GlobalLocalFilter(8, feature_size=size)
+    inputs = torch.randn(2, 8, *size, requires_grad=True)
+    outputs, grads = [], []
+    for context in (torch.enable_grad, lambda: fft_filters(gf)):
+        with context():
+            out = gf(inputs)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append((inputs.grad.clone(), gf.complex_weight.grad.clone()))
+        inputs.grad, gf.complex_weight.grad = None, None
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for dense, fft in zip(grads[0], grads[1]):
+        torch.testing.assert_close(dense, fft, rtol=1e-4, atol=1e-5)

@@ -16,7 +16,10 @@ import gc
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import Any, Protocol
 import torch
 from rich.console import Console
 
-from hornet.ablation.progress import SuiteProgress, format_seconds
+from hornet.ablation.progress import SuiteProgress, WorkersDisplay, format_seconds, publish
 from hornet.ablation.spec import AblationConfig, AblationRun, config_hash, plan_runs, select_runs, variant_config
 from hornet.ablation.store import RunLock, rebuild_results
 from hornet.analysis.complexity import count_complexity
@@ -34,7 +37,9 @@ from hornet.errors import Interrupted, interrupt_on_signals, one_line
 from hornet.files import check_writable_dir, write_json, write_text
 from hornet.runs import RunDir, RunResult, git_commit
 
-__all__ = ["BuiltRun", "RunLauncher", "SuiteRunner", "VariantProfile", "is_leader"]
+__all__ = ["WORKER_ENV", "BuiltRun", "RunLauncher", "SuiteRunner", "VariantProfile", "is_leader"]
+
+WORKER_ENV = "HORNET_SUITE_WORKER"  # "k/n" in the worker processes of a suite run with ablation.workers > 1
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,11 @@ class RunLauncher(Protocol):
         bad input raises ValueError."""
 
     def fit_and_test(
-        self, config: dict, run: RunDir, resume_from: Path | None, progress: SuiteProgress
+        self, config: dict, run: RunDir, resume_from: Path | None, progress: SuiteProgress, status: Path | None
     ) -> dict[str, Any]:
         """Fit ``config`` into ``run`` (resuming from ``resume_from``), test its best checkpoint, and return what was
-        measured: RunResult fields (``scores``, ``train_img_s``, ``infer_img_s``, ``peak_mem_mb``, ``epochs``)."""
+        measured: RunResult fields (``scores``, ``train_img_s``, ``infer_img_s``, ``peak_mem_mb``, ``epochs``).
+        ``progress`` follows the run; in a worker process ``status`` is the file to publish it to (no display)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,12 @@ class SuiteRunner:
         self.order = [(run.variant.name, run.seed) for run in self.all_runs]
         self.profiles: dict[str, VariantProfile] = {}
         self.leader = is_leader()  # ranks > 0 of a multi-process run train alongside rank 0 but take no locks
+        self.worker = os.environ.get(WORKER_ENV)  # "k/n" when this process is one of a suite's workers
+        self.status = self.workers_dir / f"worker{self.worker.partition('/')[0]}.json" if self.worker else None
+
+    @property
+    def workers_dir(self) -> Path:
+        return self.suite_dir / ".workers"
 
     # --- checks before anything runs ------------------------------------------------------------------------------
     def profile(self, run: AblationRun) -> VariantProfile:
@@ -124,6 +136,11 @@ class SuiteRunner:
         if result.ok:
             return "done"
         return "failed" if result.status.startswith("failed") else "interrupted"
+
+    def _to_do(self, run: AblationRun) -> bool:
+        """Whether running the suite now would (re)run ``run``: not finished, or failed with ``retry_failed``."""
+        state = self.state(run)
+        return state not in ("done", "failed") or (state == "failed" and self.spec.retry_failed)
 
     def check_changed(self) -> None:
         changed = [run.key for run in self.runs if self.state(run) == "changed"]
@@ -208,8 +225,11 @@ class SuiteRunner:
             self.print_plan()
             return 0
         check_writable_dir(self.suite_dir, key="ablation.output_dir")
-        if self.leader:
+        if self.leader and not self.worker:
             write_json(self.suite_dir / "suite.json", asdict(self.spec))  # what the report needs: reference, variants
+        workers = self.worker_count()
+        if workers > 1 and not self.worker:
+            return self.run_workers(workers)
         progress = SuiteProgress(self.spec.name, total=len(self.runs))
         try:
             with interrupt_on_signals():
@@ -217,36 +237,118 @@ class SuiteRunner:
                     progress.variant, progress.seed, progress.run_fraction = run.variant.name, run.seed, 0.0
                     self.execute(run, progress)
                     progress.done += 1
+                    if self.status:
+                        progress.variant, progress.stage, progress.run_fraction = "", "", 0.0
+                        publish(progress, self.status)  # between runs: nothing in flight
         except Interrupted as stop:
             message = f"suite {self.spec.name} interrupted ({stop}); run the same command again to resume"
             self.console.print(f"[bold red]{message}[/]", highlight=False)
             return 128 + stop.signum
-        self.summary()
+        if not self.worker:
+            self.summary()
         return 0
+
+    # --- workers ----------------------------------------------------------------------------------------------------
+    def worker_count(self) -> int:
+        """``ablation.workers`` for this machine, never more than the runs left to do."""
+        pending = sum(self._to_do(run) for run in self.runs)
+        trainer = self.configs[self.runs[0].key].get("trainer") or {}
+        distributed = any(isinstance(trainer.get(k), int) and trainer.get(k) > 1 for k in ("devices", "num_nodes"))
+        if self.spec.workers == "auto":
+            gpus = torch.cuda.device_count()
+            wanted = 1 if distributed else gpus if gpus else os.cpu_count() or 1
+        else:
+            wanted = self.spec.workers
+            if wanted > 1 and distributed:
+                raise ValueError(
+                    "ablation.workers runs whole runs side by side on one machine; this suite's runs are distributed "
+                    f"(trainer.devices {trainer.get('devices')}, num_nodes {trainer.get('num_nodes')}): use 1"
+                )
+        return max(1, min(wanted, pending))
+
+    def run_workers(self, count: int) -> int:
+        """Run the suite in ``count`` worker processes, each this same command with its share of the machine, taking
+        runs through the run locks; draw their progress; on SIGTERM / SIGINT stop them all (each saves its run)."""
+        self.workers_dir.mkdir(parents=True, exist_ok=True)
+        gpus = torch.cuda.device_count()
+        threads = max(1, (os.cpu_count() or 1) // count)
+        command = [sys.executable, "-m", "hornet.cli", *sys.argv[1:]]
+        processes, status_files = [], []
+        for k in range(1, count + 1):
+            env = {**os.environ, WORKER_ENV: f"{k}/{count}", "OMP_NUM_THREADS": str(threads)}
+            if gpus > 1:
+                env["CUDA_VISIBLE_DEVICES"] = str((k - 1) % gpus)
+            status_files.append(self.workers_dir / f"worker{k}.json")
+            status_files[-1].unlink(missing_ok=True)
+            log = (self.workers_dir / f"worker{k}.log").open("w")
+            # a session of its own: a Ctrl-C in the terminal reaches this process only, which stops the workers once
+            processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True))
+        where = f"{gpus} GPUs" if gpus > 1 else f"{threads} CPU thread{'s' * (threads > 1)} each"
+        self.console.print(f"suite {self.spec.name}: {count} workers ({where}), logs in {self.workers_dir}")
+        todo = [run for run in self.runs if self._to_do(run)]
+        reported = {run.key: self._finished(run) for run in todo}
+        display = WorkersDisplay(self.spec.name, len(todo), status_files, self.console)
+        try:
+            with interrupt_on_signals(), display:
+                while any(p.poll() is None for p in processes):
+                    time.sleep(0.5)
+                    self._report_finished(todo, reported, display)
+                self._report_finished(todo, reported, display)
+        except Interrupted as stop:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)  # each worker saves its run's checkpoint and marks it
+            for process in processes:
+                process.wait()
+            message = f"suite {self.spec.name} interrupted ({stop}); run the same command again to resume"
+            self.console.print(f"[bold red]{message}[/]", highlight=False)
+            return 128 + stop.signum
+        failed = [(k + 1, p.returncode) for k, p in enumerate(processes) if p.returncode]
+        self.summary()
+        if failed:
+            self.console.print(f"[red]suite {self.spec.name}: workers {failed} (number, exit status) did not finish; "
+                               f"see {self.workers_dir}[/]")  # fmt: skip
+            return max(status for _, status in failed)
+        return 0
+
+    def _finished(self, run: AblationRun) -> float | None:
+        """When the run's result was last written (None: no result)."""
+        path = run.run_dir(self.suite_dir).path / "result.json"
+        return path.stat().st_mtime if path.is_file() else None
+
+    def _report_finished(self, todo: list[AblationRun], reported: dict, display: WorkersDisplay) -> None:
+        """Print the line of every run whose result appeared since the last look, and redraw."""
+        for run in todo:
+            finished = self._finished(run)
+            if finished is not None and finished != reported[run.key]:
+                reported[run.key] = finished
+                result = run.run_dir(self.suite_dir).read_result()
+                display.print(f"suite {self.spec.name}: {run.key} {self._outcome(result)}")
+        display.update(sum(not self._to_do(run) for run in todo))
 
     def _say(self, run: AblationRun, text: str) -> None:
         self.console.print(f"suite {self.spec.name}: {run.key} {text}", highlight=False)
 
     def execute(self, run: AblationRun, progress: SuiteProgress) -> None:
         run_dir = run.run_dir(self.suite_dir)
-        state = self.state(run)
-        if state == "done" or (state == "failed" and not self.spec.retry_failed):
-            self._say(run, f"already {state}, skipped")
+        if not self._to_do(run):
+            self._say(run, f"already {self.state(run)}, skipped")
             return
         if not self.leader:  # same decisions as rank 0 (same files), no writes: rank 0 records the run
-            self.launcher.fit_and_test(self.configs[run.key], run_dir, run_dir.newest_checkpoint(), progress)
+            self.launcher.fit_and_test(self.configs[run.key], run_dir, run_dir.newest_checkpoint(), progress, None)
             return
         lock = RunLock(run_dir)
         if not lock.acquire():
-            self._say(run, f"is running in {lock.holder()}, skipped")
+            if not self.worker:  # workers of one suite pass each other's runs by all the time: no news
+                self._say(run, f"is running in {lock.holder()}, skipped")
             return
         config = self.configs[run.key]
         digest = config_hash(config)
         try:
-            state = self.state(run)  # again, under the lock: another job may have finished it meanwhile
-            if state == "done" or (state == "failed" and not self.spec.retry_failed):
+            if not self._to_do(run):  # again, under the lock: another job may have finished it meanwhile
                 self._say(run, "finished elsewhere, skipped")
                 return
+            state = self.state(run)
             previous = run_dir.read_result()
             hash_file = run_dir.path / "config_hash"
             started_with = hash_file.read_text().strip() if hash_file.is_file() else None
@@ -259,7 +361,7 @@ class SuiteRunner:
             result = self._new_result(run, digest)
             start = time.monotonic()
             try:
-                measured = self.launcher.fit_and_test(config, run_dir, resume_from, progress)
+                measured = self.launcher.fit_and_test(config, run_dir, resume_from, progress, self.status)
                 result = dataclasses.replace(result, **measured, status="ok")
             except Interrupted:
                 result.status = "interrupted"

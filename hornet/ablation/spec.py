@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import OmegaConf
 
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 # Keys of a run's config that name where it is written, not what it computes: left out of its hash.
-BOOKKEEPING_KEYS = ("ablation", "config", "run_name", "runs_dir", "ckpt_path")
+BOOKKEEPING_KEYS = ("ablation", "config", "base", "run_name", "runs_dir", "ckpt_path")
 
 
 @dataclass
@@ -52,6 +52,9 @@ class AblationConfig:
         output_dir: where ``<variant>/seed<k>/`` and ``results.csv`` go (default ``runs/<name>``).
         only: run just one entry of the variant x seed list: its index, ``name`` (all its seeds) or ``name:seed``
             (for array jobs).
+        workers: how many runs go side by side on this machine, each in a process of its own with its share of the
+            CPU threads (or a GPU of its own when there are several); ``auto`` picks one per GPU, else one per CPU
+            core. 1 runs them one after another in this process.
         dry_run: build every variant on the meta device, print the plan (params, MACs, estimated time), stop.
         rerun_changed: redo finished runs whose config changed (otherwise that is an error).
         retry_failed: run failed runs again (otherwise they are kept as failed).
@@ -63,6 +66,7 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     output_dir: str | None = None
     only: int | str | None = None
+    workers: int | Literal["auto"] = 1
     dry_run: bool = False
     rerun_changed: bool = False
     retry_failed: bool = False
@@ -81,6 +85,8 @@ class AblationConfig:
             self.reference = names[0]
         elif self.reference not in names:
             raise ValueError(f"ablation.reference {self.reference!r} is not a variant; choose one of {names}")
+        if self.workers != "auto" and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ValueError(f"ablation.workers must be a positive integer or 'auto'; got {self.workers!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ablation.seeds must be a non-empty list of distinct integers; got {self.seeds}")
 

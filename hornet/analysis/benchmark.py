@@ -30,6 +30,7 @@ __all__ = [
     "inference_img_per_s",
     "matmul_peak_gflops",
     "peak_rss_mb",
+    "plain_loop_img_per_s",
     "reset_peak_rss",
     "run_benchmark",
 ]
@@ -148,6 +149,42 @@ def inference_img_per_s(model: nn.Module, x: torch.Tensor, *, steps: int = 5, wa
     rates = [len(x) / _time(step, 1, device) for _ in range(steps)]
     model.train(was_training)
     return statistics.median(rates)
+
+
+def plain_loop_img_per_s(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    clip: float | None,
+    label_smoothing: float = 0.0,
+    warmup: int = 5,
+    seed: int = 0,
+) -> float:
+    """Training images per second of the plainest loop over ``images`` (N, C, H, W) held in memory: a shuffled batch
+    gathered by index, forward, cross-entropy, backward, gradient clipping by norm, AdamW; one pass, timed after
+    ``warmup`` steps. The yardstick `hornet bench --mode fit` holds `hornet fit` to."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    steps = len(images) // batch_size
+    if steps <= warmup:
+        raise ValueError(f"{len(images)} images make {steps} batches of {batch_size}: need more than {warmup}")
+    start = 0.0
+    for step in range(steps):
+        if step == warmup:
+            start = time.perf_counter()
+        index = order[step * batch_size : (step + 1) * batch_size]
+        loss = nn.functional.cross_entropy(model(images[index]), labels[index], label_smoothing=label_smoothing)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return (steps - warmup) * batch_size / (time.perf_counter() - start)
 
 
 def run_benchmark(

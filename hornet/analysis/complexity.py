@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from hornet.models.variants import builds_for_input_size, create_model
+from hornet.ops.mixers import fft_filters
 
 __all__ = ["CONVENTIONS", "Complexity", "count_complexity", "profile_model"]
 
@@ -94,7 +95,11 @@ def count_complexity(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping={op: fft for op in _FFT_OPS}) as counter:
+        with (
+            torch.no_grad(),
+            fft_filters(model),  # the GF as the paper counts it, whichever implementation runs at this map size
+            FlopCounterMode(display=False, custom_mapping={op: fft for op in _FFT_OPS}) as counter,
+        ):
             model(x)
     finally:
         for handle in hooks:

@@ -112,21 +112,34 @@ class ClassificationDataModule(L.LightningDataModule):
 
     Subclasses set ``num_classes``, ``in_chans`` and the datasets ``train_set``, ``val_set``, ``test_set`` in
     ``setup``. ``batch_size`` is per device; ``global_batch_size`` multiplies in devices, nodes and accumulation.
+    ``eval_batch_size`` (default: ``batch_size``) is the batch of validation, test and prediction, which keep no
+    activations for a backward pass and so can take more images at a time.
     ``hornet predict`` reads ``predict_dir`` (a folder of images, through ``eval_transform``) or else the test split.
     """
 
     num_classes: int
     in_chans: int
 
-    def __init__(self, *, batch_size: int, num_workers: int, img_size: int, predict_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        num_workers: int,
+        img_size: int,
+        predict_dir: str | None = None,
+        eval_batch_size: int | None = None,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer; got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"data.eval_batch_size must be a positive integer or null; got {eval_batch_size}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0; got {num_workers}")
         if img_size < 8:
             raise ValueError(f"data.img_size must be >= 8; got {img_size}")
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.img_size = img_size
         self.predict_dir = predict_dir
@@ -158,7 +171,7 @@ class ClassificationDataModule(L.LightningDataModule):
             self.resume_at = (0, 0)  # once: the first training loader of the fit
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
             drop_last=train,  # Mixup/CutMix need full, even batches
             num_workers=self.num_workers,

@@ -52,8 +52,8 @@ class CIFARDataModule(InMemoryDataModule):
         root: the folder holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself);
             None means $HORNET_DATA_DIR, else ``./data``.
         download: fetch the archive with torchvision into ``root`` when the files are missing (needs internet).
-        batch_size, num_workers, img_size, val_size, split_seed, augment, limit_train, predict_dir: as for
-            Fashion-MNIST; img_size 32 keeps the images as they are.
+        batch_size, num_workers, img_size, val_size, split_seed, augment, limit_train, predict_dir,
+            eval_batch_size: as for Fashion-MNIST; img_size 32 keeps the images as they are.
     """
 
     in_chans = 3
@@ -73,6 +73,7 @@ class CIFARDataModule(InMemoryDataModule):
         augment: Augment = "crop_flip",
         limit_train: int | None = None,
         predict_dir: str | None = None,
+        eval_batch_size: int | None = 512,
     ) -> None:
         if name not in CIFAR_LAYOUTS:
             raise ValueError(f"data.name must be one of {sorted(CIFAR_LAYOUTS)}; got {name!r}")
@@ -85,6 +86,7 @@ class CIFARDataModule(InMemoryDataModule):
             augment=augment,
             limit_train=limit_train,
             predict_dir=predict_dir,
+            eval_batch_size=eval_batch_size,
         )
         self.name = name
         self.layout = CIFAR_LAYOUTS[name]
@@ -131,6 +133,10 @@ class CIFARDataModule(InMemoryDataModule):
             meta_file, key = self.layout["meta"]
             self._classes = tuple(n.decode() for n in _unpickle(self._folder() / meta_file)[key])
         return self._classes
+
+    def source(self) -> str:
+        self.prepare_data()
+        return f"{self.name}:{self._folder().resolve()}"
 
     def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         self.prepare_data()

@@ -17,13 +17,16 @@ __all__ = ["AUGMENTATIONS", "Augment", "InMemoryDataModule", "random_crop_flip"]
 
 Augment = Literal["none", "flip", "crop_flip"]
 AUGMENTATIONS = ("none", "flip", "crop_flip")
+NORMALISED: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (class, source, split, img_size) -> (images, labels)
 
 
 class InMemoryDataModule(ClassificationDataModule):
     """Base for datasets small enough to keep in memory as normalised tensors.
 
     Subclasses set ``num_classes``, ``in_chans``, ``native_size``, ``mean``, ``std`` and implement ``load(split)``
-    (``split`` is "train" or "test") returning uint8 images (N, C, H, W) and int64 labels (N,).
+    (``split`` is "train" or "test") returning uint8 images (N, C, H, W) and int64 labels (N,), and ``source()``
+    naming where they come from. A process keeps the splits it has normalised (``NORMALISED``): the runs of a suite
+    read and convert them once.
     Training batches are augmented on the device by ``augment``: ``crop_flip`` (a random translation by up to 4 px
     and a horizontal flip), ``flip`` (the flip only) or ``none``. The draws are seeded by (run seed, step), so a
     resumed run sees the same augmentations as an uninterrupted one.
@@ -44,8 +47,12 @@ class InMemoryDataModule(ClassificationDataModule):
         augment: Augment,
         limit_train: int | None,
         predict_dir: str | None,
+        eval_batch_size: int | None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, img_size=img_size, predict_dir=predict_dir)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, img_size=img_size, predict_dir=predict_dir,
+            eval_batch_size=eval_batch_size,
+        )  # fmt: skip
         self.val_size = val_size
         self.split_seed = split_seed
         if augment not in AUGMENTATIONS:
@@ -54,6 +61,10 @@ class InMemoryDataModule(ClassificationDataModule):
         self.limit_train = limit_train
 
     def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def source(self) -> str:
+        """Where ``load`` reads from (a resolved folder): with the split and size, the key of the normalised cache."""
         raise NotImplementedError
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,17 +78,25 @@ class InMemoryDataModule(ClassificationDataModule):
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
-        return TensorDataset(self._normalise(images.float().div_(255.0)), labels)
+    def _dataset(self, split: str) -> Dataset:
+        """The split as normalised tensors, from this process's cache when it has converted them before (the
+        tensors are only read: batches are new tensors, augmented on the device)."""
+        key = (type(self).__qualname__, self.source(), split, self.img_size)
+        if key not in NORMALISED:
+            images, labels = self.load(split)
+            if len(NORMALISED) >= 4:
+                NORMALISED.pop(next(iter(NORMALISED)))  # the oldest: a few splits at a time are plenty
+            NORMALISED[key] = (self._normalise(images.float().div_(255.0)), labels)
+        return TensorDataset(*NORMALISED[key])
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train = self._dataset(*self.load("train"))
+        train = self._dataset("train")
         self.train_set, self.val_set = split_train_val(train, self.val_size, self.split_seed)
         if self.limit_train is not None:
             self.train_set = Subset(self.train_set, range(min(self.limit_train, len(self.train_set))))
-        self.test_set = self._dataset(*self.load("test"))
+        self.test_set = self._dataset("test")
 
     def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         mode = "L" if self.in_chans == 1 else "RGB"

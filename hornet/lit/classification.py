@@ -9,7 +9,6 @@ import lightning as L
 import timm
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import grad_norm
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
@@ -127,10 +126,12 @@ class ClassificationModule(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {
                 f"{split}_{k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
-                for split in ("train", "val", "val_ema", "test", "test_ema")
+                for split in ("val", "val_ema", "test", "test_ema")
                 for k, top_k in (("top1", 1), ("top5", top5))
             }
         )
+        # training accuracy: top-1 only, its inputs unchecked (the loss already saw them): it runs every step
+        self.metrics["train_top1"] = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self._param_settings: dict[str, tuple[float, float]] | None = None
         self._group_settings()  # while the backbone is still unwrapped
         self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)  # for the model summary's FLOPs
@@ -175,15 +176,15 @@ class ClassificationModule(L.LightningModule):
                 f"{self.effective_lr:.3g}), gradient clipping (trainer.gradient_clip_val) or trainer.precision 32"
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)  # all ranks' mean
-        for k in ("top1", "top5"):
-            self.metrics[f"train_{k}"](logits.detach(), y)
-            self.log(f"train/{k}", self.metrics[f"train_{k}"], on_step=False, on_epoch=True)
+        self.metrics["train_top1"](logits.detach(), y)
+        self.log("train/top1", self.metrics["train_top1"], on_step=False, on_epoch=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        norms = grad_norm(self.backbone, norm_type=2)
-        if "grad_2.0_norm_total" in norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+        """The gradients' total 2-norm before clipping (of this rank's shards under FSDP), one fused reduction."""
+        grads = [p.grad for p in self.backbone.parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=False)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         from torch.distributed.fsdp import FullyShardedDataParallel

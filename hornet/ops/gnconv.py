@@ -79,14 +79,14 @@ class GnConv(nn.Module):
         return self.proj_out(x)
 
     def _mix_and_scale(self, x: torch.Tensor) -> torch.Tensor:
-        """``scale * mixer(x)``; a depthwise conv takes the scale in its weights (s*conv(x) = conv_{sW, sb}(x))."""
+        """``scale * mixer(x)``; a depthwise conv takes the scale in its weights (s*conv(x) = conv_{sW, sb}(x)), and
+        its bias is added after it: oneDNN's depthwise backward is ~20% slower when it also reduces the bias."""
         mixer = self.dwconv
         if isinstance(mixer, nn.Conv2d):
             bias = mixer.bias
             if bias is not None:
-                return F.conv2d(
-                    x, mixer.weight * self.scale, bias * self.scale, padding=mixer.padding, groups=mixer.groups
-                )
+                out = F.conv2d(x, mixer.weight * self.scale, None, padding=mixer.padding, groups=mixer.groups)
+                return out.add_((bias * self.scale).view(-1, 1, 1))  # (B, C, H, W) + (C, 1, 1)
         return mixer(x) * self.scale
 
     def extra_repr(self) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d, register_notrace_function, trunc_normal_
 from torch import nn
 
-__all__ = ["MIXER_NAMES_HELP", "GlobalLocalFilter", "create_mixer", "filter_size_for", "parse_mixer"]
+__all__ = ["MIXER_NAMES_HELP", "GlobalLocalFilter", "create_mixer", "fft_filters", "filter_size_for", "parse_mixer"]
 
 MIXER_NAMES_HELP = "'dw<k>' with odd k >= 1 (e.g. dw3, dw7, dw13, dw31), '7x7' (alias of dw7) or 'gf'"
 _DEPTHWISE = re.compile(r"^dw(\d+)$")
@@ -45,24 +46,66 @@ def filter_size_for(feature_size: Sequence[int]) -> tuple[int, int]:
     return int(height), int(width) // 2 + 1
 
 
-def _filter_spectrum(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+# Up to this many pixels a map is filtered by one dense circulant matrix per channel instead of FFTs: at 4x4 or 8x8
+# the batched matmul costs less than thousands of tiny transforms (forward and backward), and computes the same.
+DENSE_FILTER_MAX_PIXELS = 64
+
+
+@contextmanager
+def fft_filters(model: nn.Module):
+    """Inside the block every GF mixer of ``model`` filters through the FFT, as the paper describes (and counts) it:
+    complexity counting uses this, so MACs do not depend on which implementation a map size gets."""
+    filters = [m for m in model.modules() if isinstance(m, GlobalLocalFilter)]
+    saved = [m.dense_max_pixels for m in filters]
+    for m in filters:
+        m.dense_max_pixels = 0
+    try:
+        yield
+    finally:
+        for m, value in zip(filters, saved):
+            m.dense_max_pixels = value
+
+
+def _filter_spectrum(x: torch.Tensor, weight: torch.Tensor, dense_max_pixels: int) -> torch.Tensor:
     height, width = x.shape[-2], x.shape[-1]
-    spectrum = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")  # (B, C, H, W//2+1) complex64
-    if weight.shape[1] != spectrum.shape[2] or weight.shape[2] != spectrum.shape[3]:
+    freq_height, freq_width = height, width // 2 + 1  # the spectrum's size (filter_size_for; TorchScript-compiled here)
+    if weight.shape[1] != freq_height or weight.shape[2] != freq_width:
         weight = F.interpolate(
             weight.permute(3, 0, 1, 2),  # (2, C, h, w): real/imag as the batch
-            size=(spectrum.shape[2], spectrum.shape[3]),
+            size=(freq_height, freq_width),
             mode="bilinear",
             align_corners=True,
         ).permute(1, 2, 3, 0)  # (C, H, W//2+1, 2)
     weight = weight.float()
     complex_weight = torch.complex(weight[..., 0], weight[..., 1])  # (C, H, W//2+1); never view_as_complex
+    if height * width <= dense_max_pixels:
+        return _circular_filter(x.float(), complex_weight)
+    spectrum = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")  # (B, C, H, W//2+1) complex64
     spectrum = spectrum * complex_weight
     return torch.fft.irfft2(spectrum, s=(height, width), dim=(2, 3), norm="ortho")  # (B, C, H, W) fp32
 
 
+def _circular_filter(x: torch.Tensor, complex_weight: torch.Tensor) -> torch.Tensor:
+    """The global filter in the pixel domain: ``irfft2(rfft2(x, ortho) * W, ortho)`` is the circular convolution of x
+    with ``k = irfft2(W)`` (the two ortho scalings cancel), applied as a (H*W, H*W) circulant matrix per channel."""
+    batch, channels, height, width = x.shape
+    kernel = torch.fft.irfft2(complex_weight, s=(height, width), dim=(1, 2))  # (C, H, W)
+    rows = torch.arange(height, device=x.device)
+    cols = torch.arange(width, device=x.device)
+    shift_rows = (rows[:, None] - rows[None, :]) % height  # (H_out, H_in)
+    shift_cols = (cols[:, None] - cols[None, :]) % width  # (W_out, W_in)
+    # tap[q, p]: the kernel entry linking input pixel p = (ph, pw) to output pixel q = (qh, qw)
+    tap = shift_rows[:, None, :, None] * width + shift_cols[None, :, None, :]  # (H_out, W_out, H_in, W_in)
+    matrix = kernel.reshape(channels, height * width)[:, tap.reshape(height * width, height * width)]  # (C, HW, HW)
+    pixels = x.permute(1, 0, 2, 3).reshape(channels, batch, height * width)  # (C, B, HW), one copy
+    out = torch.bmm(pixels, matrix.transpose(1, 2))  # (C, B, HW_out): out[c, b, q] = sum_p matrix[c, q, p] x[b, c, p]
+    return out.view(channels, batch, height, width).permute(1, 0, 2, 3)  # (B, C, H, W), a view
+
+
 @register_notrace_function  # an FX leaf: the size check and the autocast context are not traceable
-def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def global_filter(
+    x: torch.Tensor, weight: torch.Tensor, dense_max_pixels: int = DENSE_FILTER_MAX_PIXELS
+) -> torch.Tensor:
     """Multiply ``x`` (B, C, H, W) by a learnable filter in the 2-D Fourier domain, in fp32 with autocast off.
 
     ``weight`` is the real view (C, h, w, 2) of a complex filter; it is resized bilinearly (align_corners=True,
@@ -72,8 +115,8 @@ def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if torch.amp.is_autocast_available(x.device.type):  # not on the meta device
             # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
             with torch.autocast(device_type=x.device.type, enabled=False):
-                return _filter_spectrum(x, weight)
-    return _filter_spectrum(x, weight)
+                return _filter_spectrum(x, weight, dense_max_pixels)
+    return _filter_spectrum(x, weight, dense_max_pixels)
 
 
 class GlobalLocalFilter(nn.Module):
@@ -100,6 +143,7 @@ class GlobalLocalFilter(nn.Module):
         self.complex_weight = nn.Parameter(torch.empty(half, height, freq_width, 2, dtype=torch.float32))
         trunc_normal_(self.complex_weight, std=0.02)
         self.post_norm = LayerNorm2d(channels, eps=1e-6)
+        self.dense_max_pixels = DENSE_FILTER_MAX_PIXELS  # maps up to this size filter as a matrix (see fft_filters)
 
     def _apply(self, fn, recurse: bool = True):
         """Casts to half precision (``.half()``, Lightning's "bf16-true", DeepSpeed fp16) leave the filter fp32: it is
@@ -115,7 +159,7 @@ class GlobalLocalFilter(nn.Module):
         batch, channels, height, width = x.shape
         local, global_ = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, H, W), views
         local = self.dw(local)
-        global_ = global_filter(global_, self.complex_weight).to(local.dtype)
+        global_ = global_filter(global_, self.complex_weight, self.dense_max_pixels).to(local.dtype)
         # Interleave channel by channel as released (out[:, 0::2] = local, out[:, 1::2] = global), built channels-last
         # so that the single copy (the stack) leaves the post-norm a dense (B, H, W, C) input.
         x = torch.stack((local.permute(0, 2, 3, 1), global_.permute(0, 2, 3, 1)), dim=-1)  # (B, H, W, C/2, 2)
