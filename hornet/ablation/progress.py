@@ -185,4 +185,4 @@ class WorkersDisplay:
         self.progress.update(self.suite_task, description=line, completed=finished)
 
     def print(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
+        self.progress.console.print(text, highlight=False, soft_wrap=True)

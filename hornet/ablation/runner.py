@@ -284,7 +284,11 @@ class SuiteRunner:
             # a session of its own: a Ctrl-C in the terminal reaches this process only, which stops the workers once
             processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True))
         where = f"{gpus} GPUs" if gpus > 1 else f"{threads} CPU thread{'s' * (threads > 1)} each"
-        self.console.print(f"suite {self.spec.name}: {count} workers ({where}), logs in {self.workers_dir}")
+        self.console.print(
+            f"suite {self.spec.name}: {count} workers ({where}), logs in {self.workers_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
         todo = [run for run in self.runs if self._to_do(run)]
         reported = {run.key: self._finished(run) for run in todo}
         display = WorkersDisplay(self.spec.name, len(todo), status_files, self.console)
@@ -327,7 +331,7 @@ class SuiteRunner:
         display.update(sum(not self._to_do(run) for run in todo))
 
     def _say(self, run: AblationRun, text: str) -> None:
-        self.console.print(f"suite {self.spec.name}: {run.key} {text}", highlight=False)
+        self.console.print(f"suite {self.spec.name}: {run.key} {text}", highlight=False, soft_wrap=True)
 
     def execute(self, run: AblationRun, progress: SuiteProgress) -> None:
         run_dir = run.run_dir(self.suite_dir)
