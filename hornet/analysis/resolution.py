@@ -7,9 +7,9 @@ from pathlib import Path
 
 import timm
 import torch
-import yaml
 
 from hornet.models import builds_for_input_size
+from hornet.runs import RunDir
 
 __all__ = ["resolution_sweep"]
 
@@ -30,13 +30,11 @@ def resolution_sweep(
     The run's ``config.yaml`` names the backbone and the data; ``checkpoint`` defaults to its best checkpoint.
     ``limit`` evaluates only the first N test images (quick looks). Returns rows ``{img_size, top1, images}``.
     """
-    run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    run = RunDir(run_dir)
+    config = run.config()
+    checkpoint = checkpoint or run.best_checkpoint()
     if checkpoint is None:
-        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-        if not best:
-            raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no best-*.ckpt; pass checkpoint=")
-        checkpoint = best[-1]
+        raise FileNotFoundError(f"{run.checkpoints} holds no best checkpoint; pass checkpoint=")
     model_config = config["model"]
     rows = []
     for size in sizes:
