@@ -210,7 +210,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="suite directories or their results.csv")
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
     parser.add_argument("--plots", metavar="DIR", default=None, help="write accuracy.png, pareto.png, curves.png")
-    parser.add_argument("--metric", default="test_top1", help="results.csv column to compare (e.g. test_top1_ema)")
+    parser.add_argument(
+        "--metric", default=None, help="results.csv column to compare (default: the suite's, e.g. test_top1, test_mIoU)"
+    )
     parser.add_argument("--reference", default=None, help="variant to compare to (default: the suite's reference)")
 
 

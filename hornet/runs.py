@@ -33,13 +33,19 @@ from pathlib import Path
 from hornet.files import write_json
 
 __all__ = [
-    "BEST_PREFIX", "RESULT_FILE", "RunDir", "RunResult", "git_commit", "result_columns", "run_metadata",
+    "BEST_PREFIX", "RESULT_FILE", "RunDir", "RunResult", "class_args", "git_commit", "result_columns", "run_metadata",
     "suite_run_dir", "suite_runs",
 ]  # fmt: skip
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the repository, for an editable install
 CONFIG_FILE, META_FILE, METRICS_FILE, RESULT_FILE = "config.yaml", "meta.json", "metrics.csv", "result.json"
 BEST_PREFIX = "best-"  # checkpoints/best-epochNNN-<metric>X.ckpt: the best epoch by the task's monitored metric
+
+
+def class_args(section: dict) -> dict:
+    """The arguments of a config section (``model``, ``data``): its ``init_args`` when it names a ``class_path``,
+    else the section itself (a flat section, as older run configs have)."""
+    return (section.get("init_args") or {}) if "class_path" in section else section
 
 
 def suite_run_dir(suite_dir: str | os.PathLike, variant: str, seed: int) -> Path:

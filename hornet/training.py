@@ -29,15 +29,15 @@ from hornet.ablation import AblationConfig, AblationVariant
 from hornet.ablation.progress import PublishProgress, SuiteProgress, SuiteProgressBar
 from hornet.ablation.runner import BuiltRun, SuiteRunner
 from hornet.analysis.benchmark import inference_img_per_s, peak_rss_mb, plain_loop_img_per_s, reset_peak_rss
-from hornet.callbacks import BestValidation, PredictionWriter, SaveOnException, TrainThroughput
-from hornet.data import ClassificationDataModule
+from hornet.callbacks import BestValidation, SaveOnException, TrainThroughput
+from hornet.data import ImageDataModule
 from hornet.data.base import resume_position
 from hornet.errors import UsageError, interrupt_on_signals, one_line
 from hornet.files import check_writable_dir, write_atomic
-from hornet.lit import ClassificationModule
+from hornet.lit import ClassificationModule, Task
 from hornet.loggers import run_loggers
 from hornet.models import builds_for_input_size, create_model
-from hornet.runs import BEST_PREFIX, RunDir
+from hornet.runs import BEST_PREFIX, RunDir, class_args
 
 __all__ = [
     "DEFAULT_CONFIG", "AtomicCheckpointIO", "HornetCLI", "SuiteLauncher", "check_config",
@@ -47,6 +47,7 @@ __all__ = [
 # The default config `hornet fit` starts from: lightning_cli.yaml at the repository root, shipped inside the package
 # (hornet/lightning_cli.yaml links to it), so an installed hornet finds it from any working directory.
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "lightning_cli.yaml"
+DEFAULT_TASK = ClassificationModule  # the task of a config that names none
 
 
 class SuiteFinished(Exception):
@@ -113,7 +114,7 @@ def expand_config_bases(argv: list[str]) -> list[str]:
 
 def check_config(config) -> None:
     """Checks that span config sections (each class validates its own arguments); ``config`` is a parsed fit config."""
-    model, batch = config["model"], config["data"]["init_args"].get("batch_size")
+    model, batch = class_args(config["model"]), config["data"]["init_args"].get("batch_size")
     if (model.get("mixup") or model.get("cutmix")) and isinstance(batch, int) and batch % 2:
         raise ValueError(f"model.mixup / model.cutmix mix pairs of images: data.batch_size must be even; got {batch}")
 
@@ -175,7 +176,8 @@ class SaveRunConfig(SaveConfigCallback):
 
 
 class HornetCLI(LightningCLI):
-    """LightningCLI for ClassificationModule + any ClassificationDataModule, writing to ``runs/<run_name>/``.
+    """LightningCLI for any hornet task (``model.class_path``, default ``hornet.lit.ClassificationModule``) and any
+    ImageDataModule, writing to ``runs/<run_name>/``.
 
     A config with an ``ablation:`` section turns ``fit`` into a whole suite (hornet.ablation), which raises
     ``SuiteFinished`` with its exit status. ``suite_progress`` is set by the suite launcher for the runs it starts:
@@ -204,8 +206,9 @@ class HornetCLI(LightningCLI):
         with warnings.catch_warnings():  # the args are sys.argv's, expanded: Lightning's warning about both is moot
             warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
             super().__init__(
-                ClassificationModule,
-                ClassificationDataModule,
+                Task,
+                ImageDataModule,
+                subclass_mode_model=True,
                 subclass_mode_data=True,
                 save_config_callback=SaveRunConfig,
                 save_config_kwargs={"overwrite": True},
@@ -231,9 +234,14 @@ class HornetCLI(LightningCLI):
         parser.add_argument(
             "--ablation", type=AblationConfig | None, default=None, help="run a suite of variants (docs/suites.md)"
         )
+        # a config names its task's class only when it is not classification; its keys go under model: as before
+        parser.set_defaults({"model": {"class_path": f"{DEFAULT_TASK.__module__}.{DEFAULT_TASK.__qualname__}"}})
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(
-                "data", f"model.{key}", compute_fn=lambda dm, key=key: getattr(dm, key), apply_on="instantiate"
+                "data",
+                f"model.init_args.{key}",
+                compute_fn=lambda dm, key=key: getattr(dm, key),
+                apply_on="instantiate",
             )
 
     # --- ablation suites -------------------------------------------------------------------------------------------
@@ -312,7 +320,7 @@ class HornetCLI(LightningCLI):
             BestValidation(),
         ]
         if self.subcommand == "predict":
-            callbacks.append(PredictionWriter(run.path / "predictions.csv"))
+            callbacks.append(self.model.prediction_writer(run.path))
         if self.publish_to is not None:  # a suite's worker: its progress goes to a file, the suite's process draws it
             callbacks.append(PublishProgress(self.suite_progress, self.publish_to))
             kwargs["enable_progress_bar"] = False
@@ -347,7 +355,7 @@ class HornetCLI(LightningCLI):
             config["ckpt_path"] = str(best)
         if config.get("ckpt_path") is not None:
             checkpoint = check_training_checkpoint(config["ckpt_path"], self.model)
-            if self.subcommand == "fit" and isinstance(self.datamodule, ClassificationDataModule):
+            if self.subcommand == "fit" and isinstance(self.datamodule, ImageDataModule):
                 self.datamodule.resume_at = resume_position(checkpoint)
 
     def before_fit(self) -> None:
@@ -457,7 +465,7 @@ class SuiteLauncher:
         return {
             "scores": scores,
             "train_img_s": round(speed, 1) if speed else None,
-            "infer_img_s": round(inference_img_per_s(test.model.backbone.to(device), x), 1),
+            "infer_img_s": round(inference_img_per_s(test.model.network().to(device), x), 1),
             "peak_mem_mb": round(peak, 1) if peak is not None else None,
             "epochs": fit.trainer.current_epoch,
         }

@@ -16,7 +16,7 @@ from hornet.ablation import AblationConfig, AblationVariant, plan_runs, select_r
 from hornet.ablation.spec import config_hash
 from hornet.ablation.store import RunLock, rebuild_results
 from hornet.cli import main
-from hornet.runs import RunDir, RunResult
+from hornet.runs import RunDir, RunResult, class_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = sorted((ROOT / "experiments").glob("*_ablation.yaml"))
@@ -66,12 +66,16 @@ def test_variant_config_deep_merges_dotted_overrides():
     base = {
         "seed_everything": 0,
         "run_name": "x",
-        "model": {"backbone": "hornet_micro_gf", "backbone_kwargs": None, "lr": 0.004},
+        "model": {
+            "class_path": "hornet.lit.ClassificationModule",
+            "init_args": {"backbone": "hornet_micro_gf", "backbone_kwargs": None, "lr": 0.004},
+        },
         "data": {"class_path": "hornet.data.FashionMNISTDataModule", "init_args": {"batch_size": 128, "img_size": 32}},
     }
     variant = AblationVariant("v", {"model.backbone_kwargs.orders": [3, 3, 3, 3], "data.batch_size": 64})
     config = variant_config(base, variant, seed=7)
-    assert config["model"] == {"backbone": "hornet_micro_gf", "backbone_kwargs": {"orders": [3, 3, 3, 3]}, "lr": 0.004}
+    expected = {"backbone": "hornet_micro_gf", "backbone_kwargs": {"orders": [3, 3, 3, 3]}, "lr": 0.004}
+    assert config["model"]["init_args"] == expected  # model.X -> model.init_args.X, as for the data
     assert config["data"]["init_args"] == {"batch_size": 64, "img_size": 32}  # data.X -> data.init_args.X
     assert config["seed_everything"] == 7 and "run_name" not in config
     assert base["data"]["init_args"]["batch_size"] == 128  # the base is not modified
@@ -154,7 +158,7 @@ def test_suite_runs_resumes_and_refuses_changed_configs(tmp_path, capsys):
     ]  # fmt: skip
     assert int(rows[1]["params"]) > int(rows[0]["params"])  # order 3 has more projections than order 2
     alone = tmp_path / "suite" / "order3" / "seed0" / "config.yaml"
-    assert yaml.safe_load(alone.read_text())["model"]["backbone_kwargs"] == {"orders": [3, 3, 3, 3]}
+    assert class_args(yaml.safe_load(alone.read_text())["model"])["backbone_kwargs"] == {"orders": [3, 3, 3, 3]}
 
     before = _mtimes(tmp_path)
     assert main(["fit", "--config", str(suite)]) == 0  # everything finished: nothing runs again
@@ -175,7 +179,7 @@ def test_suite_runs_resumes_and_refuses_changed_configs(tmp_path, capsys):
         == 0
     )
     config = yaml.safe_load((tmp_path / "suite" / "order3" / "seed0" / "config.yaml").read_text())
-    assert config["model"]["backbone_kwargs"]["orders"] == [3, 3, 3, 4]
+    assert class_args(config["model"])["backbone_kwargs"]["orders"] == [3, 3, 3, 4]
 
 
 def test_failed_variant_is_recorded_and_the_suite_goes_on(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from hornet.cli import main
+from hornet.runs import class_args
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -40,7 +41,7 @@ def test_every_config_parses(path, capsys):
         main(["fit", *args, "--print_config"])
     assert done.value.code in (0, None)
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["backbone"] and config["data"]["class_path"].startswith("hornet.data.")
+    assert class_args(config["model"])["backbone"] and config["data"]["class_path"].startswith("hornet.data.")
 
 
 def test_configs_compose_later_wins(tmp_path, capsys):
@@ -50,7 +51,11 @@ def test_configs_compose_later_wins(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(first), "--config", str(second), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["lr"] == 0.3 and config["model"]["weight_decay"] == 0.2 and config["model"]["min_lr"] == 0.3
+    assert (
+        class_args(config["model"])["lr"] == 0.3
+        and class_args(config["model"])["weight_decay"] == 0.2
+        and class_args(config["model"])["min_lr"] == 0.3
+    )
 
 
 PAPER_1K = {  # docs/reference.md: drop path, clip, RandAugment magnitude
@@ -66,7 +71,7 @@ PAPER_1K = {  # docs/reference.md: drop path, clip, RandAugment magnitude
 @pytest.mark.parametrize("name", sorted(PAPER_1K))
 def test_paper_imagenet_1k_recipes(name, capsys):
     config = _resolved(capsys, ROOT / "experiments" / "paper" / f"{name}.yaml")
-    trainer, model, data = config["trainer"], config["model"], config["data"]["init_args"]
+    trainer, model, data = config["trainer"], class_args(config["model"]), config["data"]["init_args"]
     drop_path, clip, magnitude = PAPER_1K[name]
     global_batch = trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] * data["batch_size"]
     assert global_batch == 4096 and model["lr"] == 4e-3 and model["lr_scaling"] == "linear"
@@ -84,14 +89,14 @@ def test_paper_imagenet_1k_recipes(name, capsys):
 
 def test_paper_large_22k_and_384_finetune_recipes(capsys):
     pre = _resolved(capsys, ROOT / "experiments" / "paper" / "hornet_large_gf_in22k.yaml")
-    t, m, d = pre["trainer"], pre["model"], pre["data"]["init_args"]
+    t, m, d = pre["trainer"], class_args(pre["model"]), pre["data"]["init_args"]
     assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 4096
     assert (t["max_epochs"], m["weight_decay"], m["warmup_epochs"], m["drop_path_rate"], t["gradient_clip_val"]) == (
         90, 0.1, 5, 0.2, 1,
     )  # fmt: skip
     assert m["ema_decay"] is None and d["val_size"] == 10000 and d["root"].endswith("imagenet22k")
     ft = _resolved(capsys, ROOT / "experiments" / "paper" / "hornet_large_gf_img384_ft1k.yaml")
-    t, m, d = ft["trainer"], ft["model"], ft["data"]["init_args"]
+    t, m, d = ft["trainer"], class_args(ft["model"]), ft["data"]["init_args"]
     assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 512
     assert (m["lr"], m["lr_scaling"], m["weight_decay"], m["warmup_epochs"], m["layer_decay"]) == (
         5e-5, "none", 1e-8, 0, 0.7,
@@ -105,7 +110,7 @@ def test_paper_large_22k_and_384_finetune_recipes(capsys):
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_strategy_overlays_keep_each_recipes_global_batch_and_lr(recipe, strategy, capsys):
     config = _resolved(capsys, recipe, *([strategy] if strategy else []))
-    trainer, model, data = config["trainer"], config["model"], config["data"]["init_args"]
+    trainer, model, data = config["trainer"], class_args(config["model"]), config["data"]["init_args"]
     global_batch = trainer["devices"] * trainer["num_nodes"] * data["batch_size"] * trainer["accumulate_grad_batches"]
     lr = model["lr"] * global_batch / 4096 if model["lr_scaling"] == "linear" else model["lr"]
     assert (global_batch, lr) == pytest.approx(_stated(recipe))
@@ -134,7 +139,7 @@ def test_a_base_chain_applies_in_order_and_bad_bases_are_one_line_errors(tmp_pat
     (tmp_path / "child.yaml").write_text("base: sub/parent.yaml\nmodel:\n  weight_decay: 0.2\n")
     config = _resolved(capsys, tmp_path / "child.yaml")
     assert (config["trainer"]["max_epochs"], config["trainer"]["devices"]) == (5, 3)  # parent over grand, grand kept
-    assert (config["model"]["lr"], config["model"]["weight_decay"]) == (0.5, 0.2)
+    assert (class_args(config["model"])["lr"], class_args(config["model"])["weight_decay"]) == (0.5, 0.2)
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
     for name, problem in (("loop", "includes itself"), ("orphan", "does not exist")):

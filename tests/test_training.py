@@ -19,6 +19,7 @@ from hornet.data import FashionMNISTDataModule, SyntheticDataModule
 from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST, read_idx
 from hornet.data.in_memory import random_crop_flip
 from hornet.lit import ClassificationModule
+from hornet.runs import class_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = tiny_fit()
@@ -41,7 +42,10 @@ def test_fit_writes_the_run_directory(tmp_path):
     for column in ("train/loss_epoch", "val/top1", "val/top5", "lr", "train/img_s", "train/grad_norm"):
         assert column in header, column
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["backbone"] == "hornet_micro_7x7" and config["data"]["init_args"]["train_size"] == 64
+    assert (
+        class_args(config["model"])["backbone"] == "hornet_micro_7x7"
+        and config["data"]["init_args"]["train_size"] == 64
+    )
     assert config["base"] is None and config["ckpt_path"] is None  # the file stands alone
     assert list(run.glob("events.out.tfevents.*"))  # TensorBoard beside metrics.csv
 

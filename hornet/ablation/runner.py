@@ -44,8 +44,8 @@ WORKER_ENV = "HORNET_SUITE_WORKER"  # "k/n" in the worker processes of a suite r
 
 @dataclass(frozen=True)
 class BuiltRun:
-    """What a run's config builds to: the LightningModule (its ``backbone`` is the network), the DataModule, and the
-    number of epochs it trains."""
+    """What a run's config builds to: the LightningModule (a hornet.lit.Task), the DataModule, and the number of
+    epochs it trains."""
 
     module: Any
     data: Any
@@ -73,10 +73,18 @@ class VariantProfile:
 
     params: int
     macs: float
+    parts: dict[str, tuple[int, float]]  # the task's network_parts: name -> (params, MACs), e.g. "decoder"
+    monitor: str  # the task's validation metric, e.g. val/top1
     epochs: int
     img_size: int
     in_chans: int
     batch_size: int
+
+
+def part_scores(profile: VariantProfile) -> dict[str, float]:
+    """results.csv columns of the network's parts: ``<part>_params`` and ``<part>_macs`` (per image)."""
+    return {f"{part}_{key}": value for part, (params, macs) in profile.parts.items()
+            for key, value in (("params", params), ("macs", int(macs)))}  # fmt: skip
 
 
 def is_leader() -> bool:
@@ -115,10 +123,15 @@ class SuiteRunner:
             except Exception as err:
                 raise ValueError(f"ablation variant {name!r}: {one_line(err)}") from None
             data = built.data
-            complexity = count_complexity(built.module.backbone, data.img_size, in_chans=data.in_chans)
+            module = built.module
+            complexity = count_complexity(
+                module.network(), data.img_size, in_chans=data.in_chans, parts=module.network_parts
+            )
             self.profiles[name] = VariantProfile(
                 params=complexity.params,
                 macs=complexity.macs,
+                parts=complexity.parts,
+                monitor=module.monitor,
                 epochs=built.max_epochs,
                 img_size=data.img_size,
                 in_chans=data.in_chans,
@@ -205,12 +218,11 @@ class SuiteRunner:
             return None
         profile = self.profile(reference)
         x = torch.randn(min(profile.batch_size, 32), profile.in_chans, profile.img_size, profile.img_size)
-        y = torch.zeros(len(x), dtype=torch.long)
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-6)
         timings = []
         for _ in range(3):
             start = time.perf_counter()
-            torch.nn.functional.cross_entropy(module(x), y).backward()
+            module.network()(x).mean().backward()  # the cost of a training step; the loss is a small part of it
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             timings.append(time.perf_counter() - start)
@@ -226,7 +238,8 @@ class SuiteRunner:
             return 0
         check_writable_dir(self.suite_dir, key="ablation.output_dir")
         if self.leader and not self.worker:
-            write_json(self.suite_dir / "suite.json", asdict(self.spec))  # what the report needs: reference, variants
+            metric = "test_" + self.profile(self.runs[0]).monitor.partition("/")[2]  # the test twin of the monitor
+            write_json(self.suite_dir / "suite.json", {**asdict(self.spec), "metric": metric})  # what reports need
         workers = self.worker_count()
         if workers > 1 and not self.worker:
             return self.run_workers(workers)
@@ -366,6 +379,7 @@ class SuiteRunner:
             start = time.monotonic()
             try:
                 measured = self.launcher.fit_and_test(config, run_dir, resume_from, progress, self.status)
+                measured["scores"] = {**result.scores, **measured["scores"]}  # the parts' complexity first
                 result = dataclasses.replace(result, **measured, status="ok")
             except Interrupted:
                 result.status = "interrupted"
@@ -406,6 +420,7 @@ class SuiteRunner:
             commit=git_commit(),
             params=profile.params,
             macs=int(profile.macs),
+            scores=part_scores(profile),
         )
 
     def summary(self) -> None:

@@ -13,7 +13,8 @@ Two conventions, both reported in multiply-accumulates per image (one multiply-a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from timm.layers import LayerNorm2d, to_2tuple
@@ -38,6 +39,7 @@ class Complexity:
     params: int
     macs: float
     convention: str
+    parts: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (params, MACs) of a submodule
 
     @property
     def params_m(self) -> float:
@@ -80,9 +82,18 @@ def _channels_last_norm_hooks(model: nn.Module, counter: list[int]) -> list:
 
 
 def count_complexity(
-    model: nn.Module, img_size: int | tuple[int, int], *, in_chans: int = 3, convention: str = "torch", name: str = ""
+    model: nn.Module,
+    img_size: int | tuple[int, int],
+    *,
+    in_chans: int = 3,
+    convention: str = "torch",
+    name: str = "",
+    parts: Mapping[str, str] | None = None,
 ) -> Complexity:
-    """Params and MACs of ``model`` for one ``in_chans x img_size`` image (works on the meta device too)."""
+    """Params and MACs of ``model`` for one ``in_chans x img_size`` image (works on the meta device too).
+
+    ``parts`` names submodules to count on their own in the same pass, as ``{label: submodule path}`` (e.g.
+    ``{"decoder": "decode_head"}``): their MACs are those spent inside them while ``model`` runs."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
     img_size = to_2tuple(img_size)
@@ -106,7 +117,13 @@ def count_complexity(
             handle.remove()
         model.train(was_training)
     macs = counter.get_total_flops() / 2 + norm_flops[0]
-    return Complexity(name or type(model).__name__, img_size, params, macs, convention)
+    flops = counter.get_flop_counts()  # "<root class>.<submodule path>" -> {op: FLOPs}
+    counted = {}
+    for label, path in (parts or {}).items():
+        module = model.get_submodule(path)  # raises AttributeError naming a missing path
+        part_flops = sum(flops.get(f"{type(model).__name__}.{path}", {}).values())
+        counted[label] = (sum(p.numel() for p in module.parameters()), part_flops / 2)
+    return Complexity(name or type(model).__name__, img_size, params, macs, convention, counted)
 
 
 def profile_model(name: str, *, img_size: int | None = None, convention: str = "torch", **model_kwargs) -> Complexity:

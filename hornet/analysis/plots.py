@@ -77,9 +77,10 @@ def pareto_figure(suites: list[SuiteResults]) -> Figure:
     return figure
 
 
-def curves_figure(suites: list[SuiteResults], column: str = "val/top1") -> Figure:
+def curves_figure(suites: list[SuiteResults], column: str | None = None) -> Figure:
     """Per-epoch ``column`` from the runs' CSV logs, mean over seeds, one line per variant."""
     figure, axes = plt.subplots(figsize=(6, 4))
+    column = column or "val/" + suites[0].metric.removeprefix("test_")
     for suite in suites:
         prefix = f"{suite.name}: " if len(suites) > 1 else ""
         for variant, epochs in training_curves(suite, column).items():

@@ -9,7 +9,7 @@ import timm
 import torch
 
 from hornet.models import builds_for_input_size
-from hornet.runs import RunDir
+from hornet.runs import RunDir, class_args
 
 __all__ = ["resolution_sweep"]
 
@@ -35,7 +35,7 @@ def resolution_sweep(
     checkpoint = checkpoint or run.best_checkpoint()
     if checkpoint is None:
         raise FileNotFoundError(f"{run.checkpoints} holds no best checkpoint; pass checkpoint=")
-    model_config = config["model"]
+    model_config = class_args(config["model"])
     rows = []
     for size in sizes:
         data = _datamodule(config, size)

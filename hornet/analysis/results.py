@@ -95,16 +95,21 @@ class SuiteResults:
         return RunDir(suite_run_dir(self.path.parent, result.variant, result.seed))
 
 
+def _suite_spec(suite_dir: Path) -> dict:
+    """suite.json, as the suite's runner wrote it (empty for a bare results.csv)."""
+    spec = suite_dir / "suite.json"
+    return json.loads(spec.read_text()) if spec.is_file() else {}
+
+
 def _reference_of(suite_dir: Path, variants: list[str]) -> str | None:
     """The suite's reference variant as recorded in its suite.json (the first variant without one)."""
-    spec = suite_dir / "suite.json"
-    if spec.is_file():
-        return json.loads(spec.read_text()).get("reference")
-    return variants[0] if variants else None
+    return _suite_spec(suite_dir).get("reference") or (variants[0] if variants else None)
 
 
-def load_suite(path: str | Path, *, reference: str | None = None, metric: str = "test_top1") -> SuiteResults:
-    """A suite directory or its results.csv -> summaries per variant (in run order) with paired differences."""
+def load_suite(path: str | Path, *, reference: str | None = None, metric: str | None = None) -> SuiteResults:
+    """A suite directory or its results.csv -> summaries per variant (in run order) with paired differences.
+
+    ``metric`` defaults to the one suite.json names (the test twin of the task's monitor: test_top1, test_mIoU)."""
     path = Path(path)
     csv_path = path / "results.csv" if path.is_dir() else path
     if not csv_path.is_file():
@@ -116,6 +121,7 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str = 
     if not rows:
         raise ValueError(f"{csv_path} has no runs yet")
     numeric = [*NUMERIC_COLUMNS, *scores]
+    metric = metric or _suite_spec(csv_path.parent).get("metric", "test_top1")
     if metric not in numeric:
         raise ValueError(f"--metric must be a numeric column of {csv_path} ({', '.join(numeric)}); got {metric!r}")
     order = list(dict.fromkeys(r.variant for r in rows))
@@ -134,8 +140,10 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str = 
     return results
 
 
-def training_curves(results: SuiteResults, column: str = "val/top1") -> dict[str, dict[int, list[float]]]:
-    """Per variant, per epoch: ``column`` of every ok run, read from the runs' metrics.csv."""
+def training_curves(results: SuiteResults, column: str | None = None) -> dict[str, dict[int, list[float]]]:
+    """Per variant, per epoch: ``column`` of every ok run, read from the runs' metrics.csv (default: the validation
+    twin of the suite's metric, e.g. val/top1 for test_top1)."""
+    column = column or "val/" + results.metric.removeprefix("test_")
     curves: dict[str, dict[int, list[float]]] = {}
     for result in (r for r in results.rows if r.ok):
         for entry in results.run_dir(result).metrics():
@@ -147,6 +155,12 @@ def training_curves(results: SuiteResults, column: str = "val/top1") -> dict[str
 
 def _fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
     return "-" if value is None or math.isnan(value) else f"{scale * value:.{digits}f}"
+
+
+def _parts(results: SuiteResults) -> list[str]:
+    """The network parts a suite counted on its own (``<part>_macs`` columns, e.g. decoder)."""
+    columns = dict.fromkeys(key for row in results.rows for key in row.scores)
+    return [key.removesuffix("_macs") for key in columns if key.endswith("_macs")]
 
 
 def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[dict]:
@@ -173,6 +187,7 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
                 "seeds": len(summary.runs),
                 "params_M": _fmt(summary.mean("params"), 3, 1e-6),
                 "MMACs": _fmt(summary.mean("macs"), 2, 1e-6),
+                **{f"{part}_MMACs": _fmt(summary.mean(f"{part}_macs"), 2, 1e-6) for part in _parts(results)},
                 "infer_img_s": _fmt(summary.mean("infer_img_s"), 0),
                 "train_img_s": _fmt(summary.mean("train_img_s"), 0),
                 f"{metric}_%": f"{_fmt(mean, 2, 100)} +- {_fmt(std, 2, 100)}"

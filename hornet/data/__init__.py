@@ -1,6 +1,6 @@
 """LightningDataModules for image classification."""
 
-from hornet.data.base import ClassificationDataModule
+from hornet.data.base import ClassificationDataModule, ImageDataModule
 from hornet.data.cifar import CIFARDataModule
 from hornet.data.fashion_mnist import FashionMNISTDataModule
 from hornet.data.image_folder import ImageFolderDataModule
@@ -10,6 +10,7 @@ __all__ = [
     "CIFARDataModule",
     "ClassificationDataModule",
     "FashionMNISTDataModule",
+    "ImageDataModule",
     "ImageFolderDataModule",
     "SyntheticDataModule",
 ]

@@ -14,7 +14,8 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import functional as TF
 
 __all__ = [
-    "ClassificationDataModule", "EpochShuffleSampler", "ImageFiles", "resume_position", "run_seed", "split_train_val",
+    "ClassificationDataModule", "EpochShuffleSampler", "ImageDataModule", "ImageFiles", "resume_position", "run_seed",
+    "split_train_val",
 ]  # fmt: skip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -107,8 +108,8 @@ class ImageFiles(Dataset):
             return self.transform(image), index
 
 
-class ClassificationDataModule(L.LightningDataModule):
-    """Base for the image-classification DataModules.
+class ImageDataModule(L.LightningDataModule):
+    """Base of hornet's DataModules (classification and dense prediction): loaders, the training order, batch sizes.
 
     Subclasses set ``num_classes``, ``in_chans`` and the datasets ``train_set``, ``val_set``, ``test_set`` in
     ``setup``. ``batch_size`` is per device; ``global_batch_size`` multiplies in devices, nodes and accumulation.
@@ -205,3 +206,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, train=False)
+
+
+class ClassificationDataModule(ImageDataModule):
+    """Base of the image-classification DataModules: samples are (image, class index) pairs; ``classes`` names them
+    when known."""

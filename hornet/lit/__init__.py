@@ -1,5 +1,6 @@
 """LightningModules."""
 
 from hornet.lit.classification import ClassificationModule
+from hornet.lit.task import Task
 
-__all__ = ["ClassificationModule"]
+__all__ = ["ClassificationModule", "Task"]

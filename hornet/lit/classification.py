@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import timm
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
-from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from hornet.callbacks import PredictionWriter
+from hornet.lit.task import Task
 from hornet.models import builds_for_input_size, check_model_name
 
 __all__ = ["ClassificationModule"]
 
-PAPER_BATCH = 4096  # the released recipe's lr is quoted for this total batch
-WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")  # FSDP, checkpoints, compile
 
-
-def unwrapped_name(name: str) -> str:
-    """A parameter's name as in the bare model: strategy and compile wrappers add path segments."""
-    for prefix in WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
-
-
-class ClassificationModule(L.LightningModule):
+class ClassificationModule(Task):
     """Train and evaluate an image classifier.
 
     ``monitor`` names the validation metric that picks the best checkpoint; ``selection_metrics`` the ones whose best
@@ -132,16 +122,11 @@ class ClassificationModule(L.LightningModule):
         )
         # training accuracy: top-1 only, its inputs unchecked (the loss already saw them): it runs every step
         self.metrics["train_top1"] = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self._param_settings: dict[str, tuple[float, float]] | None = None
         self._group_settings()  # while the backbone is still unwrapped
         self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)  # for the model summary's FLOPs
 
-    def describe(self) -> str:
-        """The model being trained, as its config names it (for messages)."""
-        backbone = self.hparams.get("backbone")
-        name = backbone if isinstance(backbone, str) else type(self.backbone).__name__
-        kwargs = self.hparams.get("backbone_kwargs")
-        return f"model {name}" + (f" {kwargs}" if kwargs else "")
+    def prediction_writer(self, run_dir: Path) -> PredictionWriter:
+        return PredictionWriter(run_dir / "predictions.csv")
 
     def setup(self, stage: str) -> None:
         from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
@@ -168,33 +153,11 @@ class ClassificationModule(L.LightningModule):
             x, targets = self.mixup(x, y)
         logits = self(x)
         loss = self.train_loss(logits, targets)
-        # every rank takes the same decision, so a non-finite loss on one stops all of them (no rank left waiting)
-        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()} on rank {self.global_rank}) at step {self.global_step} of "
-                f"run {self.trainer.default_root_dir}, {self.describe()}; try a lower model.lr (now "
-                f"{self.effective_lr:.3g}), gradient clipping (trainer.gradient_clip_val) or trainer.precision 32"
-            )
+        self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)  # all ranks' mean
         self.metrics["train_top1"](logits.detach(), y)
         self.log("train/top1", self.metrics["train_top1"], on_step=False, on_epoch=True)
         return loss
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """The gradients' total 2-norm before clipping (of this rank's shards under FSDP), one fused reduction."""
-        grads = [p.grad for p in self.backbone.parameters() if p.grad is not None]
-        if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=False)
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        model = self.trainer.strategy.model
-        by_norm = gradient_clip_algorithm in (None, "norm")
-        if gradient_clip_val and by_norm and isinstance(model, FullyShardedDataParallel):
-            model.clip_grad_norm_(gradient_clip_val)  # the norm over every rank's shards (Lightning refuses its own)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
@@ -228,66 +191,3 @@ class ClassificationModule(L.LightningModule):
         probs = model(x).softmax(dim=-1)
         top = probs.topk(min(5, probs.shape[-1]), dim=-1)
         return {"indices": top.indices, "probs": top.values}
-
-    # --- optimisation ----------------------------------------------------------------------------------------------
-    @property
-    def effective_lr(self) -> float:
-        lr = self.hparams.lr
-        if self.hparams.lr_scaling == "linear":
-            datamodule = self.trainer.datamodule if self._trainer is not None else None
-            batch = getattr(datamodule, "global_batch_size", None)
-            if batch is None:
-                raise ValueError("model.lr_scaling 'linear' needs a datamodule with a global_batch_size")
-            lr = lr * batch / PAPER_BATCH
-        return lr
-
-    def _group_settings(self) -> dict[str, tuple[float, float]]:
-        """(weight decay, lr scale) of every backbone parameter by name, from timm's grouping of the unwrapped model.
-
-        Computed once, before a strategy wraps or shards the backbone: FSDP's flattened parameters are 1-D, which
-        would hide which ones to decay, and their names gain wrapper prefixes.
-        """
-        if self._param_settings is None:
-            hp = self.hparams
-            if hp.layer_decay is not None:
-                groups = param_groups_layer_decay(
-                    self.backbone, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay
-                )
-            else:
-                groups = param_groups_weight_decay(self.backbone, weight_decay=hp.weight_decay)
-            names = {id(param): name for name, param in self.backbone.named_parameters()}
-            self._param_settings = {
-                names[id(param)]: (group["weight_decay"], group.get("lr_scale", 1.0))
-                for group in groups
-                for param in group["params"]
-            }
-        return self._param_settings
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        lr = self.effective_lr
-        settings = self._group_settings()
-        groups = {key: [] for key in settings.values()}  # timm's group order, so older checkpoints still resume
-        for name, param in self.backbone.named_parameters():  # the parameters the strategy will step
-            if param.requires_grad:
-                default = (hp.weight_decay if param.ndim > 1 else 0.0, 1.0)  # a parameter unfrozen since __init__
-                groups.setdefault(settings.get(unwrapped_name(name), default), []).append(param)
-        param_groups = [
-            {"params": params, "weight_decay": decay, "lr": lr * scale}
-            for (decay, scale), params in groups.items()
-            if params
-        ]
-        optimizer = torch.optim.AdamW(param_groups, lr=lr)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
-        warmup = min(int(hp.warmup_epochs * steps_per_epoch), total - 1)
-        floor = min(hp.min_lr / lr, 1.0)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(total - warmup, 1)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
