@@ -16,10 +16,13 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from hornet.analysis.masks import mask_image, mask_sheet
 from hornet.errors import Interrupted
 from hornet.files import write_atomic
 
-__all__ = ["BestValidation", "PredictionWriter", "SaveOnException", "TrainThroughput"]
+__all__ = ["BestValidation", "MaskWriter", "PredictionWriter", "SaveOnException", "TrainThroughput"]
+
+SHEET_IMAGES = 8  # images on the side-by-side sheet MaskWriter draws
 
 
 def _batch_images(batch) -> int:
@@ -88,6 +91,50 @@ class BestValidation(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = dict(state_dict.get("best", {}))
+
+
+class MaskWriter(BasePredictionWriter):
+    """``hornet predict`` for segmentation: one palette PNG per image in ``directory`` (pixel values are class ids,
+    the palette colours them; named after the image file when predicting a folder, else by test-split index), and
+    ``sheet.png``: the first images next to their labels (when the data has them) and predictions."""
+
+    def __init__(self, directory: Path, num_classes: int) -> None:
+        super().__init__(write_interval="batch")
+        self.directory = directory
+        self.num_classes = num_classes
+        self.written = 0
+        self.sheet: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, str]] = []
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.written, self.sheet = 0, []
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        datamodule = trainer.datamodule
+        loaders = trainer.predict_dataloaders
+        dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
+        names = datamodule.predict_names(dataset) if datamodule is not None else None
+        masks, images, labels = prediction["masks"], prediction["images"], prediction.get("labels")
+        for row, index in enumerate(batch_indices):
+            name = Path(names[index]).stem if names else f"{index:06d}"
+            mask_image(masks[row], self.num_classes).save(self.directory / f"{name}.png")
+            if len(self.sheet) < SHEET_IMAGES:
+                label = labels[row] if labels is not None else None
+                self.sheet.append((images[row], label, masks[row], name))
+        self.written += len(masks)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.sheet or not trainer.is_global_zero:
+            return
+        images, labels, masks, names = zip(*self.sheet)
+        has_labels = all(label is not None for label in labels)
+        mask_sheet(
+            torch.stack(images), torch.stack(masks), self.num_classes, self.directory / "sheet.png",
+            labels=torch.stack(labels) if has_labels else None, names=names,
+        )  # fmt: skip
+        print(f"hornet predict: {self.written} masks written to {self.directory}", file=sys.stderr)
 
 
 class SaveOnException(Callback):

@@ -457,7 +457,8 @@ class SuiteLauncher:
         best = _callback(fit.trainer, BestValidation).best
         scores = {"best_" + name.replace("/", "_"): round(value, 6) for name, value in best.items()}
         tested = {k: float(v) for k, v in test.trainer.callback_metrics.items() if k.startswith("test/")}
-        scores |= {k.replace("/", "_"): round(v, 6) for k, v in sorted(tested.items()) if not k.endswith("/loss")}
+        summary = {k: v for k, v in tested.items() if k.count("/") == 1 and not k.endswith("/loss")}  # not per class
+        scores |= {k.replace("/", "_"): round(v, 6) for k, v in sorted(summary.items())}
         device = test.trainer.strategy.root_device
         data = test.datamodule
         x = torch.randn(data.batch_size, data.in_chans, data.img_size, data.img_size, device=device)

@@ -122,14 +122,22 @@ def test_strategy_overlays_keep_each_recipes_global_batch_and_lr(recipe, strateg
 
 def test_suites_share_the_smoke_scale(capsys):
     suites = sorted(EXPERIMENTS.glob("*_ablation.yaml"))
-    assert len(suites) == 4
-    for suite in suites:
+    classification = [suite for suite in suites if suite.name != "horfpn_ablation.yaml"]
+    assert len(suites) == 5 and len(classification) == 4
+    for suite in classification:
         text = yaml.safe_load(suite.read_text())
         assert text["base"] == "scale/smoke.yaml" and "trainer" not in text and "data" not in text, suite.name
         config = _resolved(capsys, suite)
         assert config["trainer"]["max_epochs"] == 2 and config["data"]["init_args"]["limit_train"] == 20000
     full = _resolved(capsys, EXPERIMENTS / "order_ablation.yaml", EXPERIMENTS / "scale" / "cpu_full.yaml")
     assert full["trainer"]["max_epochs"] == 5 and full["data"]["init_args"]["limit_train"] is None
+    # the segmentation suite extends its own recipe, and its longer schedule keeps the suite's variants
+    horfpn = EXPERIMENTS / "horfpn_ablation.yaml"
+    assert yaml.safe_load(horfpn.read_text())["base"] == "segmentation/scenes.yaml"
+    long = _resolved(capsys, horfpn, EXPERIMENTS / "segmentation" / "scenes_long.yaml")
+    assert long["trainer"]["max_epochs"] == 12 and long["data"]["init_args"]["train_scenes"] == 8000
+    assert long["ablation"]["name"] == "horfpn_ablation_long" and len(long["ablation"]["variants"]) == 3
+    assert long["model"]["class_path"] == "hornet.lit.SegmentationModule"
 
 
 def test_a_base_chain_applies_in_order_and_bad_bases_are_one_line_errors(tmp_path, capsys):

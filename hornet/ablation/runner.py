@@ -183,6 +183,7 @@ class SuiteRunner:
                     "state": self.state(run),
                     "params_M": round(profile.params / 1e6, 3),
                     "MMACs": round(profile.macs / 1e6, 2),
+                    **{f"{part}_MMACs": round(macs / 1e6, 2) for part, (_, macs) in profile.parts.items()},
                     "epochs": profile.epochs,
                     "est_time": estimate,
                 }

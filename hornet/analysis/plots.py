@@ -37,7 +37,7 @@ def accuracy_figure(suites: list[SuiteResults]) -> Figure:
     low, high = min(values), max(values)
     axes.set_ylim(max(low - 3 * max(high - low, 0.5), 0), min(high + max(high - low, 0.5), 100))
     axes.set_ylabel(f"{suites[0].metric} (%)")
-    axes.set_title("accuracy per variant (mean +- std over seeds)")
+    axes.set_title(f"{suites[0].metric} per variant (mean +- std over seeds)")
     if len(suites) > 1:
         axes.legend()
     figure.tight_layout()
@@ -70,7 +70,7 @@ def pareto_figure(suites: list[SuiteResults]) -> Figure:
                      edgecolors="black", zorder=4)  # fmt: skip
     axes.set_xlabel("MMACs per image")
     axes.set_ylabel(f"{suites[0].metric} (%)")
-    axes.set_title("accuracy vs MACs (ringed: Pareto front)")
+    axes.set_title(f"{suites[0].metric} vs MACs (ringed: Pareto front)")
     if len(suites) > 1:
         axes.legend()
     figure.tight_layout()

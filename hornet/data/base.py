@@ -14,10 +14,11 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import functional as TF
 
 __all__ = [
-    "ClassificationDataModule", "EpochShuffleSampler", "ImageDataModule", "ImageFiles", "resume_position", "run_seed",
-    "split_train_val",
+    "IGNORE_INDEX", "ClassificationDataModule", "EpochShuffleSampler", "ImageDataModule", "ImageFiles",
+    "SegmentationDataModule", "resume_position", "run_seed", "split_train_val",
 ]  # fmt: skip
 
+IGNORE_INDEX = 255  # label of pixels that no loss or metric counts (segmentation: ambiguous edges, void)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -120,6 +121,7 @@ class ImageDataModule(L.LightningDataModule):
 
     num_classes: int
     in_chans: int
+    collate_fn: Callable | None = None  # the loaders' collate function (None: PyTorch's default)
 
     def __init__(
         self,
@@ -176,6 +178,7 @@ class ImageDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=train,  # Mixup/CutMix need full, even batches
             num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
@@ -211,3 +214,11 @@ class ImageDataModule(L.LightningDataModule):
 class ClassificationDataModule(ImageDataModule):
     """Base of the image-classification DataModules: samples are (image, class index) pairs; ``classes`` names them
     when known."""
+
+
+class SegmentationDataModule(ImageDataModule):
+    """Base of the semantic-segmentation DataModules: samples are (image (C, H, W), label map (H, W) int64) pairs,
+    labels in [0, num_classes) or ``IGNORE_INDEX``; ``classes`` names them."""
+
+    ignore_index = IGNORE_INDEX
+    classes: tuple[str, ...] = ()

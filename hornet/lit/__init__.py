@@ -1,6 +1,7 @@
-"""LightningModules."""
+"""LightningModules: one per task, on a shared Task base."""
 
 from hornet.lit.classification import ClassificationModule
+from hornet.lit.segmentation import SegmentationModule
 from hornet.lit.task import Task
 
-__all__ = ["ClassificationModule", "Task"]
+__all__ = ["ClassificationModule", "SegmentationModule", "Task"]

@@ -112,16 +112,18 @@ class Task(L.LightningModule):
 
         Computed once, before a strategy wraps or shards the backbone: FSDP's flattened parameters are 1-D, which
         would hide which ones to decay, and their names gain wrapper prefixes. Subclasses call it in ``__init__``.
+        A feature-pyramid backbone (timm's features_only getter) is grouped through the model it wraps.
         """
         if getattr(self, "_param_settings", None) is None:
             hp = self.hparams
+            model, prefix = self.backbone, ""
+            if not hasattr(model, "group_matcher") and hasattr(getattr(model, "model", None), "group_matcher"):
+                model, prefix = model.model, "model."  # timm's FeatureGetterNet keeps the model under .model
             if hp.layer_decay is not None:
-                groups = param_groups_layer_decay(
-                    self.backbone, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay
-                )
+                groups = param_groups_layer_decay(model, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay)
             else:
-                groups = param_groups_weight_decay(self.backbone, weight_decay=hp.weight_decay)
-            names = {id(param): name for name, param in self.backbone.named_parameters()}
+                groups = param_groups_weight_decay(model, weight_decay=hp.weight_decay)
+            names = {id(param): prefix + name for name, param in model.named_parameters()}
             self._param_settings = {
                 names[id(param)]: (group["weight_decay"], group.get("lr_scale", 1.0))
                 for group in groups
@@ -146,8 +148,12 @@ class Task(L.LightningModule):
             if params
         ]
         optimizer = torch.optim.AdamW(param_groups, lr=lr)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)  # max_epochs or max_steps, whichever ends first
+        batches = self.trainer.num_training_batches  # per epoch, known once the line above has set up the data
+        if isinstance(batches, int) and batches > 0:
+            steps_per_epoch = max(math.ceil(batches / self.trainer.accumulate_grad_batches), 1)
+        else:
+            steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = min(int(hp.warmup_epochs * steps_per_epoch), total - 1)
         floor = min(hp.min_lr / lr, 1.0)
         poly = hp.get("schedule", "cosine") == "poly"

@@ -32,11 +32,12 @@ class GnConv(nn.Module):
     plain gated convolution gConv.
 
     Args:
-        dim: input and output channels, divisible by ``2^(order-1)``.
+        dim: output channels (and input channels unless ``in_channels`` is given), divisible by ``2^(order-1)``.
         order: interaction order n >= 1.
         mixer: a mixer name (see :mod:`hornet.ops.mixers`) or a callable ``channels -> nn.Module``.
         scale: gating scale ``s`` applied to the mixed features (1/3 in every released model).
         feature_size: ``(H, W)`` of the stage's feature map, needed by the ``gf`` mixer.
+        in_channels: input channels of ``proj_in`` when they differ from ``dim`` (HorFPN fuses 4C into C).
     """
 
     def __init__(
@@ -47,13 +48,14 @@ class GnConv(nn.Module):
         mixer: str | Callable[[int], nn.Module] = "dw7",
         scale: float = 1.0,
         feature_size: Sequence[int] | None = None,
+        in_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.dims = gnconv_dims(dim, order)
         self.order = order
         self.scale = float(scale)
         mixed_channels = sum(self.dims)
-        self.proj_in = nn.Conv2d(dim, 2 * dim, kernel_size=1)
+        self.proj_in = nn.Conv2d(in_channels or dim, 2 * dim, kernel_size=1)
         if isinstance(mixer, str):
             self.dwconv = create_mixer(mixer, mixed_channels, feature_size=feature_size)
         elif callable(mixer):
