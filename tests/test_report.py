@@ -161,3 +161,24 @@ def test_paper_tables_notebook_executes_headless(runs, tmp_path):
     assert "Interaction order per stage" in text and "order_1111" in text  # the user's suite, laid out
     assert "_Not run yet:_ `hornet fit --config experiments/kernel_ablation.yaml`" in text
     assert "| img_size | top1_% | images |" in text and images == 1
+
+
+def test_analyze_suite_is_resumable_and_the_report_draws_its_figures(runs, capsys, tmp_path):
+    import csv
+
+    suite = runs / "order_ablation"
+    args = ["analyze", "suite", str(suite), "--images", "2", "--grid", "3", "--pairs", "2", "--contexts", "2"]
+    args += ["--erf-images", "2"]
+    assert main(args) == 0
+    rows = list(csv.DictReader((suite / "interaction_strength.csv").open()))
+    finished = {(v, s) for v in ("order_1111", "order_2345", "wide_kernel") for s in ("0", "1")}  # not the failed one
+    assert {(r["variant"], r["seed"]) for r in rows} == finished
+    erf = list(csv.DictReader((suite / "erf.csv").open()))
+    assert {(r["variant"], r["seed"]) for r in erf} == finished and {r["stage"] for r in erf} == {"1", "2", "3", "4"}
+    done = suite / "order_1111" / "seed0" / "analysis" / "interactions.csv"
+    before = done.stat().st_mtime_ns
+    assert main(args) == 0  # resumed: every run is analysed already, none again
+    assert done.stat().st_mtime_ns == before
+    assert main(["report", str(suite), "--plots", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "interactions.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "erf.png").stat().st_size > 0

@@ -1,4 +1,5 @@
-"""PNG plots of suite results (headless matplotlib): accuracy per variant, accuracy vs MACs, training curves."""
+"""PNG plots (headless matplotlib): suite results (metric per variant, metric vs MACs, training curves) and the
+interaction-order and ERF analyses."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import matplotlib
 matplotlib.use("Agg")  # headless; notebooks still show the returned figures inline
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.figure import Figure
 
 from hornet.analysis.results import SuiteResults, training_curves
 
-__all__ = ["accuracy_figure", "curves_figure", "pareto_figure", "pareto_front", "save_plots"]
+__all__ = [
+    "accuracy_figure", "curves_figure", "erf_figure", "interaction_figure", "pareto_figure", "pareto_front",
+    "save_plots",
+]  # fmt: skip
 
 
 def _percent(value: float | None) -> float:
@@ -106,3 +111,36 @@ def save_plots(suites: list[SuiteResults], directory: str | Path) -> list[Path]:
         plt.close(figure)
         paths.append(path)
     return paths
+
+
+def interaction_figure(curves: dict[str, tuple[list[float], list[float], list[float], list[float]]]) -> Figure:
+    """Normalised interaction strength J^(m) against m / n, one line per label with its band:
+    ``{label: (m_over_n, J, low, high)}``."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys, low, high) in curves.items():
+        (line,) = axes.plot(xs, ys, marker="o", markersize=3, label=label)
+        axes.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+    axes.set_xlabel("order m / n (share of the other cells present)")
+    axes.set_ylabel("J(m) / mean over m")
+    axes.set_title("interaction strength by order (band: 95% bootstrap over images)", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def erf_figure(pictures: dict[tuple[int, int], torch.Tensor], title: str = "") -> Figure:
+    """ERF pictures (log10(A + 1) / max) on a grid: a row per input size, a column per stage."""
+    sizes = sorted({size for size, _ in pictures})
+    stages = sorted({stage for _, stage in pictures})
+    figure, axes = plt.subplots(len(sizes), len(stages), figsize=(2.4 * len(stages), 2.4 * len(sizes)), squeeze=False)
+    for r, size in enumerate(sizes):
+        for c, stage in enumerate(stages):
+            axis = axes[r][c]
+            axis.set_xticks([]), axis.set_yticks([])
+            if (size, stage) in pictures:
+                axis.imshow(pictures[(size, stage)].cpu().numpy(), cmap="RdYlGn", vmin=0, vmax=1)
+            axis.set_title(f"stage {stage}, {size} px", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure

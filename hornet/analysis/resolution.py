@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import timm
 import torch
 
+from hornet.analysis.trained import datamodule_from_config
 from hornet.models import builds_for_input_size
 from hornet.runs import RunDir, class_args
 
 __all__ = ["resolution_sweep"]
-
-
-def _datamodule(config: dict, img_size: int):
-    data = config["data"]
-    module_name, _, class_name = data["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**{**(data.get("init_args") or {}), "img_size": img_size})
 
 
 @torch.inference_mode()
@@ -38,7 +31,7 @@ def resolution_sweep(
     model_config = class_args(config["model"])
     rows = []
     for size in sizes:
-        data = _datamodule(config, size)
+        data = datamodule_from_config(config["data"], img_size=size)
         data.setup("test")
         kwargs = dict(model_config.get("backbone_kwargs") or {})
         if builds_for_input_size(model_config["backbone"]):

@@ -1,0 +1,87 @@
+"""A classifier and its data for the analyses (resolution sweep, interactions, ERF), from a run, a checkpoint or a
+model name, without Lightning: the backbone is rebuilt with timm and loaded from the checkpoint's ``backbone.*``."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from hornet.models import builds_for_input_size, check_model_name
+from hornet.runs import RunDir, class_args
+
+__all__ = ["Trained", "datamodule_from_config", "load_trained"]
+
+DEFAULT_DATA = {"class_path": "hornet.data.FashionMNISTDataModule", "init_args": {}}  # the default config's data
+
+
+@dataclass
+class Trained:
+    """A classifier in eval mode, the DataModule it was trained on (not set up), and where both came from."""
+
+    model: nn.Module
+    data: object
+    source: str
+    backbone: str
+
+
+def datamodule_from_config(data: dict, **overrides):
+    """The DataModule a config's ``data`` section names (``class_path`` + ``init_args``), with ``overrides``."""
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{**(data.get("init_args") or {}), **overrides})
+
+
+def _backbone(name: str, kwargs: dict, *, num_classes: int, in_chans: int, img_size: int, checkpoint: Path | None):
+    check_model_name(name, key="--model")
+    kwargs = dict(kwargs)
+    if builds_for_input_size(name):
+        kwargs["img_size"] = img_size  # GF filters are resized from the checkpoint's size on load
+    if checkpoint is not None:
+        kwargs |= dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # an untrained model's initialisation is the same every time
+        return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs).eval()
+
+
+def load_trained(
+    *, run: str | Path | None = None, ckpt: str | Path | None = None, model: str | None = None,
+    img_size: int | None = None,
+) -> Trained:  # fmt: skip
+    """Exactly one of ``run`` (a `hornet fit` run directory: its config and best checkpoint), ``ckpt`` (a `hornet
+    fit` checkpoint: its saved hyperparameters name the backbone; the data is the default config's) or ``model`` (a
+    timm name, untrained, on the default data). ``img_size`` overrides the data's image size."""
+    if sum(x is not None for x in (run, ckpt, model)) != 1:
+        raise ValueError("give exactly one of --run, --ckpt and --model")
+    sized = {"img_size": img_size} if img_size else {}
+    if run is not None:
+        run_dir = RunDir(run)
+        config = run_dir.config()
+        checkpoint = run_dir.best_checkpoint()
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run_dir.checkpoints} holds no best checkpoint: has the run validated once?")
+        hparams, data_section, source = class_args(config["model"]), config["data"], f"run {run_dir.path}"
+        if "class_path" in config["model"] and not config["model"]["class_path"].endswith("ClassificationModule"):
+            raise ValueError(f"{run_dir.path} is not a classification run ({config['model']['class_path']})")
+    elif ckpt is not None:
+        checkpoint = Path(ckpt)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--ckpt {checkpoint} does not exist")
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        hparams = saved.get("hyper_parameters") or {}
+        if "backbone" not in hparams:
+            raise ValueError(f"--ckpt {checkpoint} is not a `hornet fit` classification checkpoint (no backbone)")
+        data_section, source = DEFAULT_DATA, f"checkpoint {checkpoint}"
+    else:
+        checkpoint, hparams, data_section = None, {"backbone": model}, DEFAULT_DATA
+        source = f"model {model} (untrained)"
+    data = datamodule_from_config(data_section, **sized)
+    network = _backbone(
+        hparams["backbone"], hparams.get("backbone_kwargs") or {}, num_classes=data.num_classes,
+        in_chans=data.in_chans, img_size=data.img_size, checkpoint=checkpoint,
+    )  # fmt: skip
+    return Trained(model=network, data=data, source=source, backbone=hparams["backbone"])
