@@ -178,19 +178,31 @@ def test_loss_falls_when_overfitting_one_batch():
     assert losses[-1] < 0.2 * losses[0]
 
 
+def _fake_trainer(*, steps: int, epochs: int | None, batches: int):
+    """What configure_optimizers reads of a Trainer: total optimizer steps, epochs, batches per epoch."""
+    return type(
+        "T", (),
+        {"datamodule": type("D", (), {"global_batch_size": 512})(), "estimated_stepping_batches": steps,
+         "max_epochs": epochs, "num_training_batches": batches, "accumulate_grad_batches": 1},
+    )()  # fmt: skip
+
+
 def test_weight_decay_groups_and_linear_lr_scaling():
     module = ClassificationModule(backbone="hornet_micro_gf", num_classes=10, lr=4e-3, lr_scaling="linear")
-    trainer = type(
-        "T",
-        (),
-        {"datamodule": type("D", (), {"global_batch_size": 512})(), "estimated_stepping_batches": 100, "max_epochs": 2},
-    )()
-    module._trainer = trainer
+    module._trainer = _fake_trainer(steps=100, epochs=2, batches=50)
     assert module.effective_lr == pytest.approx(4e-3 * 512 / 4096)
     optimizer = module.configure_optimizers()["optimizer"]
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     gf = module.backbone.stages[2][0].gnconv.dwconv.complex_weight
     assert id(gf) in decayed and id(module.backbone.stages[2][0].gamma1) not in decayed
+
+
+def test_warm_up_counts_epochs_of_batches_also_when_max_steps_ends_the_fit():
+    module = ClassificationModule(backbone="hornet_micro_7x7", num_classes=10, lr=1e-3, warmup_epochs=1.5, min_lr=0)
+    module._trainer = _fake_trainer(steps=1000, epochs=None, batches=100)  # trainer.max_steps 1000, no max_epochs
+    schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert schedule(149) < 1 and schedule(150) == pytest.approx(1.0)  # 150 warm-up steps (1.5 epochs of 100)
+    assert schedule(999) < 0.01
 
 
 def test_mixup_needs_an_even_batch():
