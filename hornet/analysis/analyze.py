@@ -210,7 +210,7 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
     if (folder / STRENGTH_CSV).is_file():
         with (folder / STRENGTH_CSV).open() as handle:
             rows = list(csv.DictReader(handle))
-        curves = {}
+        curves, bands = {}, set()
         for variant in dict.fromkeys(r["variant"] for r in rows):
             points: dict[float, list[dict]] = {}
             for r in (r for r in rows if r["variant"] == variant):
@@ -220,11 +220,13 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
             if all(len(points[x]) > 1 for x in xs):
                 spread = [statistics.stdev(float(r["J"]) for r in points[x]) for x in xs]
                 low, high = [m - d for m, d in zip(means, spread)], [m + d for m, d in zip(means, spread)]
+                bands.add("+- 1 std over seeds")
             else:
                 low, high = [float(points[x][0]["low"]) for x in xs], [float(points[x][0]["high"]) for x in xs]
+                bands.add("95% bootstrap over images")
             seeds = len({r["seed"] for r in rows if r["variant"] == variant})
             curves[f"{variant} ({seeds} seed{'s' if seeds > 1 else ''})"] = (xs, means, low, high)
-        figure = interaction_figure(curves)
+        figure = interaction_figure(curves, band=" / ".join(sorted(bands)))
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / "interactions.png", dpi=120)
         plt.close(figure)

@@ -113,8 +113,11 @@ def save_plots(suites: list[SuiteResults], directory: str | Path) -> list[Path]:
     return paths
 
 
-def interaction_figure(curves: dict[str, tuple[list[float], list[float], list[float], list[float]]]) -> Figure:
-    """Normalised interaction strength J^(m) against m / n, one line per label with its band:
+def interaction_figure(
+    curves: dict[str, tuple[list[float], list[float], list[float], list[float]]],
+    band: str = "95% bootstrap over images",
+) -> Figure:
+    """Normalised interaction strength J^(m) against m / n, one line per label with its band (what ``band`` says):
     ``{label: (m_over_n, J, low, high)}``."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, (xs, ys, low, high) in curves.items():
@@ -122,7 +125,7 @@ def interaction_figure(curves: dict[str, tuple[list[float], list[float], list[fl
         axes.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
     axes.set_xlabel("order m / n (share of the other cells present)")
     axes.set_ylabel("J(m) / mean over m")
-    axes.set_title("interaction strength by order (band: 95% bootstrap over images)", fontsize=10)
+    axes.set_title(f"interaction strength by order (band: {band})", fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
