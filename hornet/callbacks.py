@@ -93,6 +93,14 @@ class BestValidation(Callback):
         self.best = dict(state_dict.get("best", {}))
 
 
+def _predict_names(trainer: Trainer) -> list[str] | None:
+    """The file of each image being predicted when predicting a folder; None for a split (rows are indices)."""
+    loaders = trainer.predict_dataloaders
+    dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
+    datamodule = trainer.datamodule
+    return datamodule.predict_names(dataset) if datamodule is not None else None
+
+
 class MaskWriter(BasePredictionWriter):
     """``hornet predict`` for segmentation: one palette PNG per image in ``directory`` (pixel values are class ids,
     the palette colours them; named after the image file when predicting a folder, else by test-split index), and
@@ -104,18 +112,17 @@ class MaskWriter(BasePredictionWriter):
         self.num_classes = num_classes
         self.written = 0
         self.sheet: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, str]] = []
+        self.names: list[str] | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.written, self.sheet = 0, []
+        self.names = _predict_names(trainer)  # once: a folder's file list, indexed by the batches' indices
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        datamodule = trainer.datamodule
-        loaders = trainer.predict_dataloaders
-        dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
-        names = datamodule.predict_names(dataset) if datamodule is not None else None
+        names = self.names
         masks, images, labels = prediction["masks"], prediction["images"], prediction.get("labels")
         for row, index in enumerate(batch_indices):
             name = Path(names[index]).stem if names else f"{index:06d}"
@@ -174,9 +181,7 @@ class PredictionWriter(BasePredictionWriter):
             return
         datamodule = trainer.datamodule
         classes = getattr(datamodule, "classes", None)
-        loaders = trainer.predict_dataloaders
-        dataset = (loaders[0] if isinstance(loaders, list) else loaders).dataset
-        names = datamodule.predict_names(dataset) if datamodule is not None else None
+        names = _predict_names(trainer)
         indices = torch.cat([batch["indices"] for batch in predictions]).tolist()
         probs = torch.cat([batch["probs"] for batch in predictions]).tolist()
 

@@ -72,28 +72,27 @@ def logit_margin(logits: torch.Tensor, label: int) -> torch.Tensor:
     return logits[:, label] - torch.logsumexp(others, dim=1)
 
 
+def _neighbours(cell: int, grid: int, reach: int) -> list[int]:
+    """The cells within ``reach`` of ``cell`` on a ``grid x grid`` board (|dx|, |dy| <= reach), itself excluded."""
+    row, col = divmod(cell, grid)
+    return [
+        r * grid + c
+        for r in range(max(row - reach, 0), min(row + reach + 1, grid))
+        for c in range(max(col - reach, 0), min(col + reach + 1, grid))
+        if (r, c) != (row, col)
+    ]
+
+
 def neighbour_pairs(grid: int, count: int, generator: np.random.Generator, reach: int = 2) -> list[tuple[int, int]]:
     """Up to ``count`` distinct unordered pairs (i, j): i uniform over the cells, j uniform among the cells within
     ``reach`` of it (|dx|, |dy| <= reach, j != i)."""
     pairs: list[tuple[int, int]] = []
     seen = set()
-    possible = {
-        tuple(sorted((r * grid + c, rr * grid + cc)))
-        for r, c in itertools.product(range(grid), repeat=2)
-        for rr in range(max(r - reach, 0), min(r + reach + 1, grid))
-        for cc in range(max(c - reach, 0), min(c + reach + 1, grid))
-        if (rr, cc) != (r, c)
-    }
+    possible = {(min(i, j), max(i, j)) for i in range(grid * grid) for j in _neighbours(i, grid, reach)}
     target = min(count, len(possible))
     while len(pairs) < target:
         i = int(generator.integers(grid * grid))
-        r, c = divmod(i, grid)
-        around = [
-            rr * grid + cc
-            for rr in range(max(r - reach, 0), min(r + reach + 1, grid))
-            for cc in range(max(c - reach, 0), min(c + reach + 1, grid))
-            if (rr, cc) != (r, c)
-        ]
+        around = _neighbours(i, grid, reach)
         j = around[int(generator.integers(len(around)))]
         key = (min(i, j), max(i, j))
         if key not in seen:

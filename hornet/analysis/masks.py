@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ __all__ = ["IGNORE_COLOUR", "mask_image", "mask_sheet", "palette"]
 IGNORE_COLOUR = (255, 255, 255)  # label 255 (ignored pixels) is drawn white
 
 
+@lru_cache(maxsize=8)
 def palette(num_classes: int) -> np.ndarray:
-    """(256, 3) uint8 colours: class 0 black, then matplotlib's tab20 and a seeded spread beyond it; 255 white."""
+    """(256, 3) uint8 colours: class 0 black, then matplotlib's tab20 and a seeded spread beyond it; 255 white.
+    Built once per class count (every predicted mask asks for it); read it, don't modify it."""
     from matplotlib import colormaps
 
     colours = np.zeros((256, 3), dtype=np.uint8)
