@@ -7,6 +7,7 @@ model's alone and the suite runner reads every number from one place.
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import sys
 import time
@@ -16,11 +17,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from hornet.analysis.detections import detection_sheet, draw_detections
 from hornet.analysis.masks import mask_image, mask_sheet
 from hornet.errors import Interrupted
 from hornet.files import write_atomic
 
-__all__ = ["BestValidation", "MaskWriter", "PredictionWriter", "SaveOnException", "TrainThroughput"]
+__all__ = ["BestValidation", "DetectionWriter", "MaskWriter", "PredictionWriter", "SaveOnException", "TrainThroughput"]
 
 SHEET_IMAGES = 8  # images on the side-by-side sheet MaskWriter draws
 
@@ -142,6 +144,60 @@ class MaskWriter(BasePredictionWriter):
             labels=torch.stack(labels) if has_labels else None, names=names,
         )  # fmt: skip
         print(f"hornet predict: {self.written} masks written to {self.directory}", file=sys.stderr)
+
+
+class DetectionWriter(BasePredictionWriter):
+    """``hornet predict`` for detection: per image a PNG with the detections at or above ``score_threshold`` drawn
+    (boxes, class names, scores, masks; named after the image file when predicting a folder, else by test-split
+    index), ``detections.json`` with every detection (box x1, y1, x2, y2 in pixels, class, score), and
+    ``sheet.png``: the first images' ground truth (when the data has it) next to their predictions."""
+
+    def __init__(self, directory: Path, classes: tuple[str, ...] = (), *, score_threshold: float = 0.5) -> None:
+        super().__init__(write_interval="batch")
+        self.directory, self.classes, self.score_threshold = directory, tuple(classes), score_threshold
+        self.records: list[dict] = []
+        self.sheet: list[tuple[torch.Tensor, dict, dict | None, str]] = []
+        self.names: list[str] | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.records, self.sheet = [], []
+        self.names = _predict_names(trainer)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _class(self, label: int) -> str:
+        return self.classes[label - 1] if 0 < label <= len(self.classes) else str(label)
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        from torchvision.io import write_png
+
+        targets = prediction.get("targets")
+        for row, index in enumerate(batch_indices):
+            name = Path(self.names[index]).stem if self.names else f"{index:06d}"
+            image, detection = prediction["images"][row], prediction["detections"][row]
+            drawn = draw_detections(image, detection, self.classes, score_threshold=self.score_threshold)
+            write_png(drawn, str(self.directory / f"{name}.png"))
+            for box, label, score in zip(detection["boxes"].tolist(), detection["labels"].tolist(),
+                                         detection["scores"].tolist()):  # fmt: skip
+                self.records.append({"image": name, "box": [round(v, 2) for v in box], "label": label,
+                                     "class": self._class(label), "score": round(score, 4)})  # fmt: skip
+            if len(self.sheet) < SHEET_IMAGES:
+                self.sheet.append((image, detection, targets[row] if targets else None, name))
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        write_atomic(self.directory / "detections.json", lambda handle: json.dump(self.records, handle, indent=1))
+        if self.sheet:
+            images, detections, targets, names = zip(*self.sheet)
+            detection_sheet(
+                images, detections, self.directory / "sheet.png", classes=self.classes, names=names,
+                targets=targets if all(t is not None for t in targets) else None, score_threshold=self.score_threshold,
+            )  # fmt: skip
+        images = len({record["image"] for record in self.records})
+        print(f"hornet predict: {len(self.records)} detections in {images} images written to {self.directory}",
+              file=sys.stderr)  # fmt: skip
 
 
 class SaveOnException(Callback):

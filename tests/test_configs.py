@@ -122,8 +122,9 @@ def test_strategy_overlays_keep_each_recipes_global_batch_and_lr(recipe, strateg
 
 def test_suites_share_the_smoke_scale(capsys):
     suites = sorted(EXPERIMENTS.glob("*_ablation.yaml"))
-    classification = [suite for suite in suites if suite.name != "horfpn_ablation.yaml"]
-    assert len(suites) == 5 and len(classification) == 4
+    dense = ("horfpn_ablation.yaml", "horfpn_detection_ablation.yaml")
+    classification = [suite for suite in suites if suite.name not in dense]
+    assert len(suites) == 6 and len(classification) == 4
     for suite in classification:
         text = yaml.safe_load(suite.read_text())
         assert text["base"] == "scale/smoke.yaml" and "trainer" not in text and "data" not in text, suite.name
@@ -138,6 +139,20 @@ def test_suites_share_the_smoke_scale(capsys):
     assert long["trainer"]["max_epochs"] == 12 and long["data"]["init_args"]["train_scenes"] == 8000
     assert long["ablation"]["name"] == "horfpn_ablation_long" and len(long["ablation"]["variants"]) == 3
     assert long["model"]["class_path"] == "hornet.lit.SegmentationModule"
+    # the detection suite extends its recipe; the COCO overlay keeps its variants and sets the released 1x recipe
+    detection = EXPERIMENTS / "horfpn_detection_ablation.yaml"
+    assert yaml.safe_load(detection.read_text())["base"] == "detection/scenes.yaml"
+    coco = _resolved(capsys, detection, EXPERIMENTS / "detection" / "coco_mask_rcnn_1x.yaml")
+    assert coco["ablation"]["name"] == "horfpn_detection_ablation_coco" and len(coco["ablation"]["variants"]) == 3
+    model = coco["model"]["init_args"]
+    assert (model["backbone"], model["channels"], model["lr"], model["weight_decay"]) == (
+        "hornet_small_7x7",
+        256,
+        1e-4,
+        0.05,
+    )
+    assert (model["schedule"], model["step_epochs"], coco["trainer"]["max_epochs"]) == ("step", [8, 11], 12)
+    assert coco["data"]["class_path"] == "hornet.data.COCODataModule"
 
 
 def test_a_base_chain_applies_in_order_and_bad_bases_are_one_line_errors(tmp_path, capsys):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from backbones import FAMILIES
 from PIL import Image
 
 from hornet.analysis.complexity import count_complexity
@@ -22,15 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HAS_FASHION_MNIST = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 needs_fashion_mnist = pytest.mark.skipif(not HAS_FASHION_MNIST, reason="needs Debian's dataset-fashion-mnist")
 
-# one small member of each backbone family (kwargs shrink Swin to seconds); HorNet takes 1 channel like the scenes
-FAMILIES = {
-    "hornet_micro_gf": dict(in_chans=1, kwargs={"stem_stride": 4}),
-    "convnext_atto": dict(in_chans=3, kwargs={}),
-    "swin_tiny_patch4_window7_224": dict(
-        in_chans=3, kwargs={"embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1), "window_size": 4}
-    ),
-    "resnet18": dict(in_chans=3, kwargs={}),
-}
 DECODERS = ("upernet", "horfpn_7x7", "horfpn_gf", "semantic_fpn")
 
 
@@ -114,10 +106,11 @@ def test_scenes_are_deterministic_and_labels_match_the_pasted_items():
     items, classes = load_split(DEBIAN_FASHION_MNIST, "test")
     items, classes = items[:200], classes[:200]
     spec = SceneSpec(size=64, items=(2, 4), item_sizes=(20, 40), max_overlap=0.3)
-    images, labels, placements = generate_scenes(items, classes, 6, spec, seed=3)
-    again, again_labels, _ = generate_scenes(items, classes, 6, spec, seed=3)
-    other, _, _ = generate_scenes(items, classes, 6, spec, seed=4)
-    assert torch.equal(images, again) and torch.equal(labels, again_labels) and not torch.equal(images, other)
+    scenes, placements = generate_scenes(items, classes, 6, spec, seed=3)
+    again, _ = generate_scenes(items, classes, 6, spec, seed=3)
+    other, _ = generate_scenes(items, classes, 6, spec, seed=4)
+    images, labels = scenes["images"], scenes["labels"]
+    assert all(torch.equal(scenes[key], again[key]) for key in scenes) and not torch.equal(images, other["images"])
     for n, pasted in enumerate(placements):
         expected = torch.zeros(64, 64, dtype=torch.uint8)
         for item, top, left, side in pasted:  # bottom to top: a later item covers an earlier one
@@ -267,7 +260,7 @@ def test_a_three_epoch_fit_beats_the_majority_class(tmp_path):
     assert main(["fit", *common]) == 0 and main(["test", *common]) == 0
     tested = list(csv.DictReader((tmp_path / "seg" / "metrics.csv").open()))[-1]
     data = FashionMNISTScenes(test_scenes=500, cache_dir=str(tmp_path / "cache"))
-    _, labels = data.scenes("test")
+    labels = data.scenes("test")["labels"]
     majority = segmentation_metrics(11)["mIoU"]
     majority.update(torch.zeros_like(labels, dtype=torch.long), labels.long())  # everything background
     baseline = majority.compute().item()

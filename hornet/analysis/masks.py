@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IGNORE_COLOUR", "mask_image", "mask_sheet", "palette"]
+__all__ = ["IGNORE_COLOUR", "image_sheet", "mask_image", "mask_sheet", "palette"]
 
 IGNORE_COLOUR = (255, 255, 255)  # label 255 (ignored pixels) is drawn white
 
@@ -38,6 +38,40 @@ def mask_image(mask: torch.Tensor | np.ndarray, num_classes: int) -> Image.Image
     return image
 
 
+def image_sheet(
+    cells: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[str],
+    path: str | Path,
+    *,
+    names: Sequence[str] | None = None,
+    panel: float = 2.2,
+) -> Path:
+    """A figure of pictures, a row per image and a column per title (titles over the first row, ``names`` beside
+    each row). A cell is (H, W) grey in [0, 1] or (H, W, 3) RGB uint8. Saved as PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(cells), len(titles), figsize=(panel * len(titles), panel * len(cells)))
+    axes = np.atleast_2d(axes).reshape(len(cells), len(titles))
+    for row, pictures in enumerate(cells):
+        for col, picture in enumerate(pictures):
+            axis = axes[row, col]
+            axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
+            axis.set_xticks([]), axis.set_yticks([])
+            if row == 0:
+                axis.set_title(titles[col])
+        if names:
+            axes[row, 0].set_ylabel(names[row], fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def mask_sheet(
     images: torch.Tensor,
     predictions: torch.Tensor,
@@ -50,33 +84,13 @@ def mask_sheet(
     """A figure with a row per image: the image, its label (when given) and the prediction, in the class colours.
 
     ``images`` (N, C, H, W) in any range (each shown min-max scaled); ``predictions`` and ``labels`` (N, H, W)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colours = palette(num_classes)
     columns = [("image", None), *([("label", labels)] if labels is not None else []), ("prediction", predictions)]
-    figure, axes = plt.subplots(len(images), len(columns), figsize=(2.2 * len(columns), 2.2 * len(images)))
-    axes = np.atleast_2d(axes)
+    cells = []
     for row, image in enumerate(images):
         picture = image.float().cpu()
         picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-6)
         picture = picture.permute(1, 2, 0).squeeze(-1).numpy()  # (H, W, C), or (H, W) for one channel
-        for col, (title, masks) in enumerate(columns):
-            axis = axes[row, col]
-            if masks is None:
-                axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-            else:
-                axis.imshow(colours[masks[row].cpu().numpy().astype(np.uint8)], interpolation="nearest")
-            axis.set_xticks([]), axis.set_yticks([])
-            if row == 0:
-                axis.set_title(title)
-        if names:
-            axes[row, 0].set_ylabel(names[row], fontsize=7)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+        cells.append([picture if masks is None else colours[masks[row].cpu().numpy().astype(np.uint8)]
+                      for _, masks in columns])  # fmt: skip
+    return image_sheet(cells, [title for title, _ in columns], path, names=names)

@@ -14,8 +14,9 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import functional as TF
 
 __all__ = [
-    "IGNORE_INDEX", "ClassificationDataModule", "EpochShuffleSampler", "ImageDataModule", "ImageFiles",
-    "SegmentationDataModule", "resume_position", "run_seed", "split_train_val",
+    "IGNORE_INDEX", "ClassificationDataModule", "DetectionDataModule", "EpochShuffleSampler", "ImageDataModule",
+    "ImageFiles", "SegmentationDataModule", "check_boxes", "detection_collate", "resume_position", "run_seed",
+    "split_train_val",
 ]  # fmt: skip
 
 IGNORE_INDEX = 255  # label of pixels that no loss or metric counts (segmentation: ambiguous edges, void)
@@ -222,3 +223,33 @@ class SegmentationDataModule(ImageDataModule):
 
     ignore_index = IGNORE_INDEX
     classes: tuple[str, ...] = ()
+
+
+def detection_collate(batch: list[tuple[torch.Tensor, object]]) -> tuple[list[torch.Tensor], list]:
+    """Detection batches stay lists: images differ in size (the detector resizes and pads them), targets in length."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def check_boxes(boxes: torch.Tensor, height: int, width: int, *, where: str, tolerance: float = 1.0) -> None:
+    """A ValueError naming ``where`` unless every (x1, y1, x2, y2) box has a positive area and lies in the
+    ``width x height`` image (``tolerance`` px past the edge allowed, as annotation tools round)."""
+    if boxes.numel() == 0:
+        return
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    empty = (x2 <= x1) | (y2 <= y1)
+    outside = (x1 < -tolerance) | (y1 < -tolerance) | (x2 > width + tolerance) | (y2 > height + tolerance)
+    for problem, bad in (("has zero area", empty), (f"lies outside the {width}x{height} image", outside)):
+        if bad.any():
+            box = [round(v, 2) for v in boxes[bad][0].tolist()]
+            raise ValueError(f"{where}: box {box} (x1, y1, x2, y2) {problem}")
+
+
+class DetectionDataModule(ImageDataModule):
+    """Base of the detection DataModules: samples are (image (C, H, W) normalised, target) pairs, the target a dict
+    of ``boxes`` (N, 4) float (x1, y1, x2, y2) in pixels, ``labels`` (N,) int64 in 1..num_classes (0 is the
+    detector's background) and, for instance segmentation, ``masks`` (N, H, W) uint8. ``classes`` names labels
+    1..num_classes in order. Batches are (list of images, list of targets) (``detection_collate``)."""
+
+    classes: tuple[str, ...] = ()
+    collate_fn = staticmethod(detection_collate)

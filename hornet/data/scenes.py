@@ -9,6 +9,9 @@ background. The label of a pixel is that of the topmost item covering it:
 - 255 (ignored) on its faint rim, between ``EDGE`` and ``FOREGROUND`` (neither clearly garment nor background);
 - 0 where no item reaches ``EDGE`` (background).
 
+Each pasted item is also an instance (the detection scenes, hornet.data.detection_scenes): its instance mask is the
+pixels labelled with it (its visible garment, what later items leave of it), its box the tight box of that mask.
+
 Train scenes use items of the training split, val scenes a held-out part of it (``val_items``, by ``split_seed``),
 test scenes the test split: no source image is in two splits. Scenes are generated from ``scene_seed``
 deterministically and cached under ``cache_dir`` (default: $HORNET_DATA_DIR/scenes or ~/.cache/hornet/scenes).
@@ -25,17 +28,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
+from torchvision.ops import masks_to_boxes
 
-from hornet.data.base import IGNORE_INDEX, SegmentationDataModule
+from hornet.data.base import IGNORE_INDEX, DetectionDataModule, ImageDataModule, SegmentationDataModule
 from hornet.data.fashion_mnist import CLASSES, load_split, resolve_fashion_mnist_root
 from hornet.files import write_atomic
 
-__all__ = ["FashionMNISTScenes", "SceneSpec", "generate_scenes", "held_out_items"]
+__all__ = [
+    "FashionMNISTDetectionScenes", "FashionMNISTScenes", "SceneDataModule", "SceneSpec", "generate_scenes",
+    "held_out_items", "scene_instances",
+]  # fmt: skip
 
 FOREGROUND, EDGE = 0.25, 0.05  # item intensity (0-1) from which a pixel is garment, and from which it is not background
 MEAN, STD = 0.146, 0.279  # of the scene pixels at the default settings, scaled to [0, 1] (measured)
-GENERATOR_VERSION = 1  # part of the cache key: bump when the generator's output changes
-SCENES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # cache key -> (images, labels): a suite's runs share them
+MIN_INSTANCE_PIXELS = 16  # an item occluded down to fewer visible garment pixels is no instance (detection)
+GENERATOR_VERSION = 2  # part of the cache key: bump when the generator's output changes (2: instance maps added)
+SCENES: dict[str, dict[str, torch.Tensor]] = {}  # cache key -> generate_scenes' tensors: a suite's runs share them
 
 
 def held_out_items(total: int, val_items: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,15 +74,19 @@ class SceneSpec:
 
 def generate_scenes(
     images: torch.Tensor, labels: torch.Tensor, count: int, spec: SceneSpec, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int, int, int]]]]:
+) -> tuple[dict[str, torch.Tensor], list[list[tuple[int, int, int, int]]]]:
     """``count`` scenes from the items ``images`` (N, 28, 28) uint8 with classes ``labels`` (N,).
 
-    Returns images (count, 1, size, size) uint8, label maps (count, size, size) uint8, and per scene the pasted items
-    as (item index, top, left, side), bottom to top."""
+    Returns the tensors ``images`` (count, 1, size, size) uint8, ``labels`` (count, size, size) uint8 label maps,
+    ``instances`` (count, size, size) uint8 (k + 1 on the pixels labelled with the k-th pasted item, else 0) and
+    ``classes`` (count, max items) int64 (the k-th pasted item's class, -1 past the last); and per scene the pasted
+    items as (item index, top, left, side), bottom to top."""
     rng = np.random.default_rng(seed)
     size = spec.size
     canvas = torch.zeros(count, 1, size, size, dtype=torch.uint8)
     label_maps = torch.zeros(count, size, size, dtype=torch.uint8)
+    instance_maps = torch.zeros(count, size, size, dtype=torch.uint8)
+    item_classes = torch.full((count, spec.items[1]), -1, dtype=torch.int64)
     placements = []
     for n in range(count):
         owner = torch.zeros(size, size, dtype=torch.bool)  # pixels some earlier item's garment covers
@@ -99,14 +111,18 @@ def generate_scenes(
             canvas[n, 0][region][visible] = resized[visible].to(torch.uint8)
             label = torch.where(garment, int(labels[item]) + 1, IGNORE_INDEX).to(torch.uint8)
             label_maps[n][region][visible] = label[visible]
+            instance_maps[n][region][visible] = (garment * (len(pasted) + 1)).to(torch.uint8)[visible]
+            item_classes[n, len(pasted)] = int(labels[item])
             owner[region] |= garment
             pasted.append((item, top, left, side))
         placements.append(pasted)
-    return canvas, label_maps, placements
+    tensors = {"images": canvas, "labels": label_maps, "instances": instance_maps, "classes": item_classes}
+    return tensors, placements
 
 
-class FashionMNISTScenes(SegmentationDataModule):
-    """Segmentation of Fashion-MNIST scenes: 11 classes (background + the 10 garments), 1 channel.
+class SceneDataModule(ImageDataModule):
+    """Fashion-MNIST scenes, 1 channel: what the segmentation and the detection scenes share (their settings, the
+    cache, the splits). Subclasses say what a sample is (``_dataset``).
 
     Args:
         root: folder with Fashion-MNIST's IDX files (None: $HORNET_DATA_DIR, then Debian's dataset-fashion-mnist).
@@ -121,9 +137,7 @@ class FashionMNISTScenes(SegmentationDataModule):
         predict_dir: a folder of images for ``hornet predict`` (default: the test scenes).
     """
 
-    num_classes = 11
     in_chans = 1
-    classes = ("background", *CLASSES)
 
     def __init__(
         self,
@@ -164,8 +178,9 @@ class FashionMNISTScenes(SegmentationDataModule):
             return Path(os.environ["HORNET_DATA_DIR"]).expanduser() / "scenes"
         return Path("~/.cache/hornet/scenes").expanduser()
 
-    def scenes(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images (N, 1, S, S) uint8, labels (N, S, S) uint8) of ``split``: from memory, the cache, or generated."""
+    def scenes(self, split: str) -> dict[str, torch.Tensor]:
+        """generate_scenes' tensors of ``split`` (``images`` (N, 1, S, S), ``labels``, ``instances`` (N, S, S),
+        ``classes``): from memory, the cache, or generated."""
         source = resolve_fashion_mnist_root(self.root)
         settings = {
             "version": GENERATOR_VERSION, "split": split, "count": self.counts[split], "seed": self.scene_seed,
@@ -177,8 +192,7 @@ class FashionMNISTScenes(SegmentationDataModule):
             return SCENES[key]
         path = self._cache_root() / f"{split}-{key}.pt"
         if path.is_file():
-            cached = torch.load(path, weights_only=True)
-            SCENES[key] = cached["images"], cached["labels"]
+            SCENES[key] = torch.load(path, weights_only=True)
             return SCENES[key]
         items, classes = load_split(source, "test" if split == "test" else "train")
         if split != "test":
@@ -186,23 +200,21 @@ class FashionMNISTScenes(SegmentationDataModule):
             ids = torch.from_numpy(train_ids if split == "train" else val_ids)
             items, classes = items[ids], classes[ids]
         seed = self.scene_seed * 1000 + ("train", "val", "test").index(split)  # a stream of its own per split
-        images, labels, _ = generate_scenes(items, classes, self.counts[split], self.spec, seed)
+        tensors, _ = generate_scenes(items, classes, self.counts[split], self.spec, seed)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, lambda handle: torch.save({"images": images, "labels": labels}, handle), binary=True)
+            write_atomic(path, lambda handle: torch.save(tensors, handle), binary=True)
         except OSError:
             pass  # a read-only cache only costs the generation next time
-        SCENES[key] = images, labels
-        return images, labels
+        SCENES[key] = tensors
+        return tensors
 
     def prepare_data(self) -> None:
         for split in self.counts:
             self.scenes(split)
 
     def _dataset(self, split: str) -> Dataset:
-        images, labels = self.scenes(split)
-        normalised = (images.float() / 255 - MEAN) / STD  # (N, 1, S, S)
-        return TensorDataset(normalised, labels.long())
+        raise NotImplementedError
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -215,3 +227,58 @@ class FashionMNISTScenes(SegmentationDataModule):
     def eval_transform(self):
         base = super().eval_transform()
         return lambda image: (base(image) - MEAN) / STD
+
+
+def normalised_images(scenes: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The scenes' uint8 images as the model's input: (N, 1, S, S) float, normalised by the scenes' mean and std."""
+    return (scenes["images"].float() / 255 - MEAN) / STD
+
+
+class FashionMNISTScenes(SceneDataModule, SegmentationDataModule):
+    """Segmentation of Fashion-MNIST scenes: 11 classes (background + the 10 garments), 1 channel. Settings as
+    SceneDataModule."""
+
+    num_classes = 11
+    classes = ("background", *CLASSES)
+
+    def _dataset(self, split: str) -> Dataset:
+        scenes = self.scenes(split)
+        return TensorDataset(normalised_images(scenes), scenes["labels"].long())
+
+
+def scene_instances(instances: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A scene's detection target from its instance map (S, S) and pasted items' classes (max items,): one instance
+    per item with at least MIN_INSTANCE_PIXELS visible garment pixels; its box the mask's tight box in pixel edges
+    (a one-pixel mask is a 1 x 1 box), its label the item's class + 1."""
+    ids = torch.arange(1, len(classes) + 1, dtype=instances.dtype)  # instance ids of the items: (max items,)
+    masks = instances[None] == ids[:, None, None]  # (max items, S, S)
+    keep = (classes >= 0) & (masks.sum(dim=(1, 2)) >= MIN_INSTANCE_PIXELS)
+    masks = masks[keep]
+    boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # pixel indices -> edges: (N, 4)
+    return {"boxes": boxes, "labels": classes[keep] + 1, "masks": masks.to(torch.uint8)}
+
+
+class SceneInstances(Dataset):
+    """(image, detection target) pairs of normalised scene images (N, 1, S, S) and their instance maps."""
+
+    def __init__(self, images: torch.Tensor, instances: torch.Tensor, classes: torch.Tensor) -> None:
+        self.images, self.instances, self.classes = images, instances, classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.images[index], scene_instances(self.instances[index], self.classes[index])
+
+
+class FashionMNISTDetectionScenes(SceneDataModule, DetectionDataModule):
+    """Detection and instance segmentation of Fashion-MNIST scenes: 10 classes (the garments), one instance per
+    pasted item (see the module docstring), 1 channel. Settings as SceneDataModule; the same scenes as
+    FashionMNISTScenes for the same settings."""
+
+    num_classes = 10
+    classes = CLASSES
+
+    def _dataset(self, split: str) -> Dataset:
+        scenes = self.scenes(split)
+        return SceneInstances(normalised_images(scenes), scenes["instances"], scenes["classes"])

@@ -9,7 +9,7 @@ A task is a LightningModule with a timm ``backbone``, optionally more trainable 
 - ``prediction_writer(run_dir)``: what `hornet predict` writes;
 
 and one optimisation recipe: AdamW with timm's weight-decay (or layer-decay) groups on the backbone, linear warm-up
-and cosine or poly decay per step, gradient clipping that also works under FSDP, a non-finite-loss stop that every
+and cosine, poly or step decay per step, gradient clipping that also works under FSDP, a non-finite-loss stop that every
 rank takes together.
 """
 
@@ -28,7 +28,8 @@ from torch import nn
 __all__ = ["PAPER_BATCH", "SCHEDULES", "Task", "unwrapped_name"]
 
 PAPER_BATCH = 4096  # the released recipe's lr is quoted for this total batch
-SCHEDULES = ("cosine", "poly")
+SCHEDULES = ("cosine", "poly", "step")
+STEP_FRACTIONS, STEP_FACTOR = (8 / 12, 11 / 12), 0.1  # the 1x schedule: x 0.1 after epochs 8 and 11 of 12
 WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")  # FSDP, checkpoints, compile
 
 
@@ -42,7 +43,7 @@ def unwrapped_name(name: str) -> str:
 class Task(L.LightningModule):
     """Base of hornet's LightningModules. Subclasses set ``self.backbone`` and save their hyperparameters, among
     them ``lr``, ``lr_scaling``, ``weight_decay``, ``warmup_epochs``, ``min_lr``, ``layer_decay`` (and ``schedule``:
-    ``cosine`` unless set)."""
+    ``cosine`` unless set; ``step_epochs`` for ``step``: None decays at 8/12 and 11/12 of the training)."""
 
     monitor: ClassVar[str]
     selection_metrics: ClassVar[tuple[str, ...]]
@@ -156,11 +157,20 @@ class Task(L.LightningModule):
             steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = min(int(hp.warmup_epochs * steps_per_epoch), total - 1)
         floor = min(hp.min_lr / lr, 1.0)
-        poly = hp.get("schedule", "cosine") == "poly"
+        mode = hp.get("schedule", "cosine")
+        poly = mode == "poly"
+        step_epochs = hp.get("step_epochs")
+        milestones = (
+            [int(epoch * steps_per_epoch) for epoch in step_epochs]
+            if step_epochs is not None
+            else [int(fraction * total) for fraction in STEP_FRACTIONS]
+        )  # steps after which the step schedule decays
 
         def schedule(step: int) -> float:
             if step < warmup:
                 return (step + 1) / (warmup + 1)
+            if mode == "step":
+                return max(STEP_FACTOR ** sum(step >= m for m in milestones), floor)
             progress = min((step - warmup) / max(total - warmup, 1), 1.0)
             decay = 1 - progress if poly else 0.5 * (1 + math.cos(math.pi * progress))  # poly: power 1, as mmseg
             return floor + (1 - floor) * decay
