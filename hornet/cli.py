@@ -51,6 +51,9 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
         "--convention", choices=("torch", "fvcore"), default="torch", help="MAC counting convention (see README)"
     )
     parser.add_argument("--paper", action="store_true", help="the paper's Table 1 beside the measured values")
+    parser.add_argument(
+        "--matched", action="store_true", help="each FLOPs-matched gnConv arm beside its baseline and same-shape arm"
+    )
 
 
 def _run_profile(args: argparse.Namespace) -> int:
@@ -61,6 +64,10 @@ def _run_profile(args: argparse.Namespace) -> int:
 
     if args.img_size is not None and args.img_size < 1:
         raise UsageError(f"--img-size must be a positive integer; got {args.img_size}")
+    if args.matched:
+        if args.names or args.paper:
+            raise UsageError("--matched profiles the matched arms (hornet.models.matching); give no names or --paper")
+        return _profile_matched(args)
     if args.paper:
         if args.names:
             raise UsageError("--paper profiles the paper's Table 1 models; give no model names with it")
@@ -90,6 +97,30 @@ def _run_profile(args: argparse.Namespace) -> int:
         rows.append(row)
     title = f"Params and MACs ({args.convention} convention, one image)"
     render_table(rows, fmt=args.format, title=title)
+    return 0
+
+
+def _profile_matched(args: argparse.Namespace) -> int:
+    """Per matched arm: its baseline, the same-shape gnConv arm and the matched arm, MACs relative to the baseline."""
+    from hornet.analysis.complexity import profile_model
+    from hornet.analysis.report import render_table
+    from hornet.models.matching import MATCHED
+
+    rows = []
+    for spec in MATCHED.values():
+        size = args.img_size or spec.img_size
+        baseline = profile_model(spec.baseline, img_size=size, convention=args.convention)
+        for role, name in (("baseline", spec.baseline), ("same shape", spec.arm), ("matched", spec.name)):
+            measured = (
+                baseline if role == "baseline" else profile_model(name, img_size=size, convention=args.convention)
+            )
+            rows.append({
+                "model": name, "role": role, "baseline": spec.baseline, "img_size": size,
+                "params_M": round(measured.params_m, 3), "GMACs": round(measured.gmacs, 4),
+                "MACs_vs_baseline_%": round(100 * (measured.macs / baseline.macs - 1), 1),
+                "settings": str(spec.settings) if role == "matched" else "",
+            })  # fmt: skip
+    render_table(rows, fmt=args.format, title=f"FLOPs-matched gnConv arms ({args.convention} convention, one image)")
     return 0
 
 

@@ -22,7 +22,9 @@ SMALL_PARAMS = {
 
 def test_every_variant_is_registered():
     assert set(VARIANTS) == set(RELEASED_PARAMS) | set(SMALL_PARAMS)
-    assert set(timm.list_models("hornet_*")) == set(VARIANTS)  # the real models only: no *_reference twins
+    isotropic = {n for n in timm.list_models("hornet_iso_*")}  # hornet.models.isotropic and .matching
+    assert isotropic == {"hornet_iso_micro", "hornet_iso_small", "hornet_iso_micro_matched", "hornet_iso_small_matched"}
+    assert set(timm.list_models("hornet_*")) - isotropic == set(VARIANTS)  # the real models only: no *_reference
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED_PARAMS))

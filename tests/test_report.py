@@ -182,3 +182,34 @@ def test_analyze_suite_is_resumable_and_the_report_draws_its_figures(runs, capsy
     assert main(["report", str(suite), "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "interactions.png").stat().st_size > 0
     assert (tmp_path / "plots" / "erf.png").stat().st_size > 0
+
+
+def test_each_variant_is_compared_with_its_own_baseline_when_the_suite_names_one(tmp_path, capsys):
+    """A placement-style suite: each gnConv arm against its own plain host, paired by seed (hand-computed)."""
+    import csv
+    import json
+
+    header = ["suite", "variant", "seed", "overrides", "config_hash", "commit", "params", "macs", "infer_img_s",
+              "train_img_s", "peak_mem_mb", "epochs", "wall_s", "status", "test_top1"]  # fmt: skip
+    top1 = {"convnext_plain": (0.80, 0.82, 0.81), "convnext_gnconv": (0.83, 0.84, 0.85),
+            "vit_plain": (0.70, 0.72, 0.74), "vit_gnconv": (0.71, 0.72, 0.73)}  # fmt: skip
+    with (tmp_path / "results.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for variant, values in top1.items():
+            for seed, value in enumerate(values):
+                writer.writerow(["placement", variant, seed, "{}", "h", "c", 1000, 2000, 1, 1, 1, 2, 10, "ok", value])
+    variants = [{"name": v, "overrides": {}, "baseline": v.replace("gnconv", "plain") if "gnconv" in v else None}
+                for v in top1]  # fmt: skip
+    spec = {"name": "placement", "reference": "convnext_plain", "variants": variants, "metric": "test_top1"}
+    (tmp_path / "suite.json").write_text(json.dumps(spec))
+    results = {s.variant: s for s in load_suite(tmp_path).variants}
+    assert results["convnext_gnconv"].baseline == "convnext_plain"
+    assert results["convnext_gnconv"].difference.mean == pytest.approx(0.03)  # (3 + 2 + 4) / 3 points
+    assert results["vit_gnconv"].baseline == "vit_plain" and results["vit_gnconv"].difference.mean == pytest.approx(0)
+    assert results["vit_plain"].baseline == "convnext_plain"  # no baseline of its own: the suite's reference
+    assert main(["report", str(tmp_path), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert ",vs" in out.splitlines()[0] and "convnext_plain" in out
+    everything_vs_reference = {s.variant: s for s in load_suite(tmp_path, reference="vit_plain").variants}
+    assert everything_vs_reference["convnext_gnconv"].baseline == "vit_plain"  # an explicit reference wins

@@ -84,8 +84,8 @@ def _models(patterns: str) -> list[str]:
 @pytest.mark.parametrize(
     "patterns",
     [
-        "hornet_micro_*,hornet_nano_*,convnext_*,swin_*",  # the CPU-sized models and the placement hosts
-        pytest.param("hornet_tiny_*,hornet_small_*,hornet_base_*,hornet_large_*", marks=pytest.mark.slow),
+        "hornet_micro_*,hornet_nano_*,convnext_*,swin_*,*_iso_micro*",  # the CPU-sized models and the hosts
+        pytest.param("hornet_tiny_*,hornet_small_*,hornet_base_*,hornet_large_*,*_iso_small*", marks=pytest.mark.slow),
     ],
     ids=["small", "released"],
 )

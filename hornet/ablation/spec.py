@@ -34,10 +34,13 @@ class AblationVariant:
         name: folder-safe name (``order3``, ``gf_stages_3_4``).
         overrides: dotted keys of the base config and their values, e.g. ``model.backbone_kwargs.orders: [3, 3, 3, 3]``
             or ``data.batch_size: 64`` (``data.X`` means the datamodule's ``init_args.X``); deep-merged with OmegaConf.
+        baseline: the variant this one's paired difference is taken against in reports (default: the suite's
+            reference), e.g. each gnConv arm against its own plain host.
     """
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
 
 
 @dataclass
@@ -85,6 +88,12 @@ class AblationConfig:
             self.reference = names[0]
         elif self.reference not in names:
             raise ValueError(f"ablation.reference {self.reference!r} is not a variant; choose one of {names}")
+        for variant in self.variants:
+            if variant.baseline is not None and variant.baseline not in names:
+                raise ValueError(
+                    f"ablation.variants {variant.name}: baseline {variant.baseline!r} is not a variant; choose one of "
+                    f"{names}"
+                )
         if self.workers != "auto" and (not isinstance(self.workers, int) or self.workers < 1):
             raise ValueError(f"ablation.workers must be a positive integer or 'auto'; got {self.workers!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

@@ -63,6 +63,7 @@ class VariantSummary:
     variant: str
     runs: list[RunResult]
     difference: PairedDifference | None = None
+    baseline: str | None = None  # the variant ``difference`` is taken against
 
     def values(self, column: str) -> dict[int, float]:
         return {r.seed: float(r.value(column)) for r in self.runs if r.value(column) is not None}
@@ -106,8 +107,14 @@ def _reference_of(suite_dir: Path, variants: list[str]) -> str | None:
     return _suite_spec(suite_dir).get("reference") or (variants[0] if variants else None)
 
 
+def _baselines_of(suite_dir: Path) -> dict[str, str]:
+    """Variants that name their own baseline in suite.json (e.g. a gnConv arm and its plain host)."""
+    return {v["name"]: v["baseline"] for v in _suite_spec(suite_dir).get("variants", []) if v.get("baseline")}
+
+
 def load_suite(path: str | Path, *, reference: str | None = None, metric: str | None = None) -> SuiteResults:
-    """A suite directory or its results.csv -> summaries per variant (in run order) with paired differences.
+    """A suite directory or its results.csv -> summaries per variant (in run order) with paired differences, each to
+    the variant's own baseline when suite.json names one, else to the reference (``reference`` given here: to it).
 
     ``metric`` defaults to the one suite.json names (the test twin of the task's monitor: test_top1, test_mIoU)."""
     path = Path(path)
@@ -125,6 +132,7 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str | 
     if metric not in numeric:
         raise ValueError(f"--metric must be a numeric column of {csv_path} ({', '.join(numeric)}); got {metric!r}")
     order = list(dict.fromkeys(r.variant for r in rows))
+    baselines = {} if reference else _baselines_of(csv_path.parent)
     reference = reference or _reference_of(csv_path.parent, order)
     if reference not in order:
         raise ValueError(f"reference variant {reference!r} is not in {csv_path}; choose one of {order}")
@@ -132,10 +140,12 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str | 
     results = SuiteResults(name=name, path=csv_path, rows=rows, reference=reference, metric=metric)
     ok = [r for r in rows if r.ok]
     summaries = {v: VariantSummary(v, [r for r in ok if r.variant == v]) for v in order}
-    base = summaries[reference].values(metric)
     for summary in summaries.values():
-        if summary.variant != reference and summary.runs:
-            summary.difference = paired_difference(summary.values(metric), base)
+        baseline = baselines.get(summary.variant, reference)
+        if summary.variant != baseline and summary.runs:
+            summary.baseline = baseline
+            if baseline in summaries:  # else: no run of it yet ("no shared seeds")
+                summary.difference = paired_difference(summary.values(metric), summaries[baseline].values(metric))
     results.variants = [s for s in summaries.values() if s.runs]
     return results
 
@@ -171,7 +181,7 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
     for summary in results.variants:
         mean, std = summary.mean(metric), summary.std(metric)
         difference = summary.difference
-        if summary.variant == results.reference:
+        if summary.baseline is None:
             delta = "reference"
         elif difference is None:
             delta = "no shared seeds"
@@ -196,6 +206,8 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
                 "delta_vs_ref_95ci": delta,
             }
         )
+        if any(s.baseline not in (None, results.reference) for s in results.variants):
+            row["vs"] = summary.baseline or "-"  # per-variant baselines: say which
         rows.append(row)
     return rows
 

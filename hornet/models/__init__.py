@@ -2,6 +2,8 @@
 
 from hornet.models.convert import checkpoint_filter_fn, read_released_checkpoint
 from hornet.models.hornet import HorBlock, HorNet
+from hornet.models.isotropic import ISOTROPIC, create_isotropic_model
+from hornet.models.matching import MATCHED
 from hornet.models.placement import PLACEMENTS, create_placement_model
 from hornet.models.variants import (
     REFERENCE_MODELS,
@@ -14,6 +16,8 @@ from hornet.models.variants import (
 )
 
 __all__ = [
+    "ISOTROPIC",
+    "MATCHED",
     "PLACEMENTS",
     "REFERENCE_MODELS",
     "VARIANTS",
@@ -24,6 +28,7 @@ __all__ = [
     "check_model_name",
     "checkpoint_filter_fn",
     "create_hornet",
+    "create_isotropic_model",
     "create_model",
     "create_placement_model",
     "read_released_checkpoint",

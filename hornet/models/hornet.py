@@ -95,7 +95,42 @@ def stage_feature_sizes(img_size: int | Sequence[int], stem_stride: int) -> list
     return sizes
 
 
-class HorNet(nn.Module):
+class PooledClassifierHead:
+    """timm's classifier surface over a (B, C, H, W) feature map, shared by HorNet and the isotropic HorNet: global
+    pool, LayerNorm, dropout, linear head (``global_pool=''`` classifies every position). Needs ``global_pool``,
+    ``norm``, ``head_drop``, ``head``, ``num_features`` and ``stem_weight()`` (a weight whose device and dtype a new
+    head takes). No class annotations: TorchScript would read them as the attributes' types."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier (on the model's device and dtype) for ``num_classes`` outputs; 0 removes it."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        like = self.stem_weight()  # always there, whatever was pruned
+        head = (
+            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) if num_classes > 0 else None
+        )
+        self.head = (head or nn.Identity()).train(self.training)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)  # (B, C), or (B, C, H, W) with global_pool=''
+        if self.global_pool.is_identity():  # unpooled: norm and classify each position, channels-last
+            x = x.permute(0, 2, 3, 1)
+        x = self.head_drop(self.norm(x))
+        if not pre_logits:
+            x = self.head(x)
+        return x.permute(0, 3, 1, 2) if self.global_pool.is_identity() else x
+
+
+class HorNet(PooledClassifierHead, nn.Module):
     """The HorNet backbone (four stages of HorBlocks) with timm's model interface.
 
     Args:
@@ -236,24 +271,8 @@ class HorNet(nn.Module):
             return dict(stem=r"^downsample_layers\.0\.", blocks=[(r"^(?:downsample_layers|stages)\.(\d+)", None)])
         return released_layer_id
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A new classifier (on the model's device and dtype) for ``num_classes`` outputs; 0 removes it."""
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
-        like = self.downsample_layers[0][0].weight  # the stem conv: always there, whatever was pruned
-        head = (
-            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) if num_classes > 0 else None
-        )
-        self.head = (head or nn.Identity()).train(self.training)
+    def stem_weight(self) -> torch.Tensor:
+        return self.downsample_layers[0][0].weight
 
     def forward_intermediates(
         self,
@@ -309,15 +328,6 @@ class HorNet(nn.Module):
             else:
                 x = stage(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)  # (B, C), or (B, C, H, W) with global_pool=''
-        if self.global_pool.is_identity():  # unpooled: norm and classify each position, channels-last
-            x = x.permute(0, 2, 3, 1)
-        x = self.head_drop(self.norm(x))
-        if not pre_logits:
-            x = self.head(x)
-        return x.permute(0, 3, 1, 2) if self.global_pool.is_identity() else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -94,10 +94,10 @@ class PlacementConvNeXt(ConvNeXt):
     depthwise conv (``ConvNeXtBlock.conv_dw``, NCHW in and out) is a GnConv with the stage's order and mixer."""
 
     def __init__(
-        self, *, size: str, gnconv: bool, orders: Sequence[int], mixers: Sequence[str], scale: float, **kwargs
+        self, *, size: PlacementSize, gnconv: bool, orders: Sequence[int], mixers: Sequence[str], scale: float, **kwargs
     ) -> None:
         kwargs.pop("img_size", None)  # convolutional: any input size
-        super().__init__(depths=SIZES[size].depths, dims=SIZES[size].dims, patch_size=2, **kwargs)
+        super().__init__(depths=size.depths, dims=size.dims, patch_size=2, **kwargs)
         # timm reads patch_size 2 as half of a stride-4 stem and downsamples again in stage 0; undo that, so the
         # stage maps are 16/8/4/2 at 32 px like the small HorNets (its downsample layer is removed, not bypassed)
         self.stages[0].downsample = nn.Identity()
@@ -115,12 +115,11 @@ class PlacementSwin(SwinTransformer):
     attention is replaced by GnConv over the whole map (the WindowAttention modules and their masks are removed)."""
 
     def __init__(
-        self, *, size: str, gnconv: bool, orders: Sequence[int], mixers: Sequence[str], scale: float, **kwargs
+        self, *, size: PlacementSize, gnconv: bool, orders: Sequence[int], mixers: Sequence[str], scale: float, **kwargs
     ) -> None:
-        dims = SIZES[size].dims
-        heads = tuple(max(d // 16, 1) for d in dims)
+        heads = tuple(d // 16 if d % 16 == 0 else 1 for d in size.dims)  # heads of 16 channels (1 for odd widths)
         super().__init__(
-            patch_size=2, window_size=4, embed_dim=dims[0], depths=SIZES[size].depths, num_heads=heads, **kwargs
+            patch_size=2, window_size=4, embed_dim=size.base_dim, depths=size.depths, num_heads=heads, **kwargs
         )
         if gnconv:
             for stage, order, mixer in zip(self.layers, orders, mixers, strict=True):
@@ -152,13 +151,17 @@ def create_placement_model(
     orders: Sequence[int] = (2, 3, 4, 5),
     mixers: Sequence[str] = ("dw7", "dw7", "dw7", "dw7"),
     scale: float = 1 / 3,
+    depths: Sequence[int] | None = None,
+    base_dim: int | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build one of ``PLACEMENTS`` through timm's builder; kwargs go to timm's ConvNeXt / SwinTransformer
-    (num_classes, in_chans, features_only, ...)."""
+    """Build one of ``PLACEMENTS`` through timm's builder; ``depths`` and ``base_dim`` override its size (FLOPs
+    matching, hornet.models.matching); kwargs go to timm's ConvNeXt / SwinTransformer (num_classes, in_chans,
+    features_only, ...)."""
     if pretrained:
         raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations)")
-    family, size, kind = name.split("_")
+    family, size_name, kind = name.split("_")
+    size = PlacementSize(base_dim or SIZES[size_name].base_dim, tuple(depths or SIZES[size_name].depths))
     orders = _check_per_stage("orders", orders, int)
     mixers = _check_per_stage("mixers", mixers, str)
     model_cls = PlacementConvNeXt if family == "convnext" else PlacementSwin
