@@ -246,17 +246,27 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric", default=None, help="results.csv column to compare (default: the suite's, e.g. test_top1, test_mIoU)"
     )
     parser.add_argument("--reference", default=None, help="variant to compare to (default: the suite's reference)")
+    parser.add_argument(
+        "--detect",
+        type=float,
+        default=1.0,
+        help="a difference in points whose seeds-needed the power line states (1.0)",
+    )
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from hornet.analysis.report import render_table
-    from hornet.analysis.results import load_suite, problem_rows, summary_rows
+    from hornet.analysis.results import load_suite, power_line, problem_rows, summary_rows
 
+    if args.detect <= 0:
+        raise UsageError(f"--detect must be a positive number of points; got {args.detect}")
     suites = [load_suite(path, reference=args.reference, metric=args.metric) for path in args.paths]
     several = len(suites) > 1
     rows = [row for suite in suites for row in summary_rows(suite, label_suite=several)]
     title = " | ".join(f"{s.name} ({s.path}), reference {s.reference}" for s in suites)
     render_table(rows, fmt=args.format, title=title + "; delta: paired over seeds, 95% t interval, * excludes 0")
+    for suite in suites:  # stdout beside a table, stderr beside CSV (which stays machine-readable)
+        print(power_line(suite, args.detect / 100), file=sys.stderr if args.format == "csv" else sys.stdout)
     problems = [row for suite in suites for row in problem_rows(suite)]
     if problems:
         render_table(problems, fmt=args.format, title="runs not averaged in (failed or interrupted)")

@@ -11,7 +11,8 @@ import yaml
 from nbclient import NotebookClient
 
 from hornet.analysis.plots import pareto_front
-from hornet.analysis.results import load_suite, paired_difference
+from hornet.analysis.power import detectable_difference, paired_power, seeds_needed
+from hornet.analysis.results import load_suite, paired_difference, suite_power
 from hornet.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,5 +212,34 @@ def test_each_variant_is_compared_with_its_own_baseline_when_the_suite_names_one
     assert main(["report", str(tmp_path), "--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert ",vs" in out.splitlines()[0] and "convnext_plain" in out
+    assert main(["report", str(tmp_path), "--format", "csv"]) == 0
+    # power: per-seed differences convnext (3, 2, 4), vit (1, 0, -1), vit_plain vs the reference (-10, -10, -7)
+    # points have sds 1, 1 and sqrt(3): pooled sqrt((1 + 1 + 3) / 3) = 1.291 points over 3 seeds
+    power = suite_power(load_suite(tmp_path))
+    assert power.seeds == 3 and power.comparisons == 3 and power.sd == pytest.approx(0.012910, rel=1e-4)
+    assert power.detectable == pytest.approx(detectable_difference(0.012910, 3), rel=1e-4)
+    assert "smallest difference this suite detects" in capsys.readouterr().err  # beside CSV: on stderr
     everything_vs_reference = {s.variant: s for s in load_suite(tmp_path, reference="vit_plain").variants}
     assert everything_vs_reference["convnext_gnconv"].baseline == "vit_plain"  # an explicit reference wins
+
+
+def test_detectable_difference_has_the_stated_power_by_simulation_and_the_normal_limit():
+    import numpy as np
+    from scipy import stats
+
+    delta = detectable_difference(1.0, 3)  # sd 1, 3 seeds
+    assert paired_power(delta, 1.0, 3) == pytest.approx(0.8, abs=1e-6)
+    rng = np.random.default_rng(0)
+    samples = rng.normal(delta, 1.0, size=(40_000, 3))  # 40k simulated 3-seed suites with that true difference
+    rejected = stats.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.01)
+    # many seeds: the normal approximation (z_0.975 + z_0.8) sd / sqrt(n) = 2.8016 / sqrt(200) = 0.1981
+    assert detectable_difference(1.0, 200) == pytest.approx(0.1981, rel=0.005)
+    assert seeds_needed(delta, 1.0) == 3 and seeds_needed(delta / 2, 1.0) > 3
+
+
+def test_report_states_what_each_suite_could_detect(runs, capsys):
+    assert main(["report", str(runs / "order_ablation")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "order_ablation: with 2 seeds" in out and "smallest difference this suite detects" in out
+    assert "Detecting 1.00 points takes" in out

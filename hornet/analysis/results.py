@@ -22,7 +22,9 @@ __all__ = [
     "VariantSummary",
     "load_suite",
     "paired_difference",
+    "power_line",
     "problem_rows",
+    "suite_power",
     "summary_rows",
     "training_curves",
 ]
@@ -36,6 +38,7 @@ class PairedDifference:
     low: float
     high: float
     n: int
+    sd: float = math.nan  # standard deviation of the per-seed differences (nan for one pair)
 
     @property
     def significant(self) -> bool:
@@ -51,9 +54,9 @@ def paired_difference(values: dict[int, float], reference: dict[int, float], con
     mean = statistics.fmean(differences)
     if len(differences) < 2:
         return PairedDifference(mean, math.nan, math.nan, 1)
-    half = stats.t.ppf(0.5 + confidence / 2, len(differences) - 1) * statistics.stdev(differences)
-    half /= math.sqrt(len(differences))
-    return PairedDifference(mean, mean - half, mean + half, len(differences))
+    sd = statistics.stdev(differences)
+    half = stats.t.ppf(0.5 + confidence / 2, len(differences) - 1) * sd / math.sqrt(len(differences))
+    return PairedDifference(mean, mean - half, mean + half, len(differences), sd)
 
 
 @dataclass
@@ -215,3 +218,47 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
 def problem_rows(results: SuiteResults) -> list[dict]:
     """Failed and interrupted runs: listed, never averaged in."""
     return [{"suite": results.name, "variant": r.variant, "seed": r.seed, "status": r.status} for r in results.not_ok]
+
+
+@dataclass(frozen=True)
+class SuitePower:
+    """What a suite's paired comparisons could detect: ``seeds`` pairs, the pooled spread ``sd`` of the per-seed
+    differences (root mean square of the comparisons' standard deviations), and the smallest detectable difference."""
+
+    seeds: int
+    sd: float
+    detectable: float
+    comparisons: int
+
+
+def suite_power(results: SuiteResults) -> SuitePower | None:
+    """The suite's detectable difference (paired t, alpha 0.05, power 0.8) at its seeds and observed paired spread;
+    None when no comparison has 2 seeds or the spread is zero."""
+    from hornet.analysis.power import detectable_difference
+
+    differences = [s.difference for s in results.variants if s.difference is not None and s.difference.n >= 2]
+    if not differences:
+        return None
+    seeds = min(d.n for d in differences)
+    sd = math.sqrt(statistics.fmean(d.sd**2 for d in differences))
+    if sd <= 0:
+        return None
+    return SuitePower(seeds, sd, detectable_difference(sd, seeds), len(differences))
+
+
+def power_line(results: SuiteResults, detect: float) -> str:
+    """One plain line: the smallest difference the suite detects, and the seeds that would detect ``detect`` (in
+    the metric's units, e.g. 0.01 = 1 point of accuracy)."""
+    from hornet.analysis.power import ALPHA, POWER, seeds_needed
+
+    power = suite_power(results)
+    if power is None:
+        return f"{results.name}: no paired comparison with 2 or more seeds; its power cannot be stated"
+    needed = seeds_needed(detect, power.sd)
+    needed_text = f"{needed} seeds" if needed else "more than 10000 seeds"
+    return (
+        f"{results.name}: with {power.seeds} seeds and a paired spread of {100 * power.sd:.2f} points (sd of per-seed "
+        f"differences, pooled over {power.comparisons} comparisons), the smallest difference this suite detects "
+        f"(paired t, alpha {ALPHA}, power {POWER}) is {100 * power.detectable:.2f} points: a difference that is not "
+        f"significant is not evidence of none above that. Detecting {100 * detect:.2f} points takes {needed_text}."
+    )

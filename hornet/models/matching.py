@@ -1,7 +1,7 @@
 """FLOPs-matched gnConv arms: gnConv hosts whose MACs are within 5% of their plain baselines.
 
 Swapping gnConv in at the same width and depth changes a model's cost (convnext_micro_gnconv has 41% more MACs than
-convnext_micro_plain; an isotropic ViT with gnConv has 7% fewer than with attention), so a same-shape comparison
+convnext_micro_plain; an isotropic ViT with gnConv has 10% fewer than with attention), so a same-shape comparison
 cannot tell a better mixer from a bigger model. The authors, comparing gnConv inside Swin and ConvNeXt, changed the
 number of blocks until the costs matched. ``hornet.analysis.matching.match_macs`` does that, trying the settings of
 ``matched_candidates`` in order and keeping the first within 5%: depth changes first (the third stage of a
