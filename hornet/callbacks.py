@@ -162,6 +162,8 @@ class DetectionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.records, self.sheet = [], []
         self.names = _predict_names(trainer)
+        if not self.classes:  # the data's class names, known once the datamodule is attached
+            self.classes = tuple(getattr(trainer.datamodule, "classes", ()) or ())
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _class(self, label: int) -> str:

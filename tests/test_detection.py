@@ -16,7 +16,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from hornet.analysis.complexity import count_complexity
 from hornet.cli import main
 from hornet.data import COCODataModule
-from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_split
+from hornet.data.fashion_mnist import CLASSES, DEBIAN_FASHION_MNIST, load_split
 from hornet.data.scenes import FOREGROUND, MIN_INSTANCE_PIXELS, SceneSpec, generate_scenes, scene_instances
 from hornet.lit.detection import DetectionModule, coco_scores
 from hornet.models.detector import NECKS, DetectorCost, create_detector, create_neck
@@ -257,3 +257,4 @@ def test_a_short_detection_fit_writes_map_and_predict_draws_detections(tmp_path)
     assert len(list(predictions.glob("0000*.png"))) == 32 and (predictions / "sheet.png").is_file()
     records = json.loads((predictions / "detections.json").read_text())
     assert all(len(r["box"]) == 4 and 0 <= r["score"] <= 1 for r in records)
+    assert {r["class"] for r in records} <= set(CLASSES) and records  # named by the data's classes

@@ -162,8 +162,7 @@ class DetectionModule(Task):
         return {"neck": self.detector.backbone.neck, "rpn": self.detector.rpn, "roi_heads": self.detector.roi_heads}
 
     def prediction_writer(self, run_dir: Path) -> DetectionWriter:
-        classes = getattr(self.trainer.datamodule, "classes", ()) if self._trainer is not None else ()
-        return DetectionWriter(run_dir / "predictions", classes, score_threshold=self.hparams.score_threshold)
+        return DetectionWriter(run_dir / "predictions", score_threshold=self.hparams.score_threshold)  # classes: data's
 
     # --- forward ---------------------------------------------------------------------------------------------------
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
