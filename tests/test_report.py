@@ -214,10 +214,11 @@ def test_each_variant_is_compared_with_its_own_baseline_when_the_suite_names_one
     assert ",vs" in out.splitlines()[0] and "convnext_plain" in out
     assert main(["report", str(tmp_path), "--format", "csv"]) == 0
     # power: per-seed differences convnext (3, 2, 4), vit (1, 0, -1), vit_plain vs the reference (-10, -10, -7)
-    # points have sds 1, 1 and sqrt(3): pooled sqrt((1 + 1 + 3) / 3) = 1.291 points over 3 seeds
+    # points have sds 1, 1 and sqrt(3): median 1 point over 3 seeds
     power = suite_power(load_suite(tmp_path))
-    assert power.seeds == 3 and power.comparisons == 3 and power.sd == pytest.approx(0.012910, rel=1e-4)
-    assert power.detectable == pytest.approx(detectable_difference(0.012910, 3), rel=1e-4)
+    assert power.seeds == 3 and power.comparisons == 3 and power.sd == pytest.approx(0.01, rel=1e-6)
+    assert power.detectable == pytest.approx(detectable_difference(0.01, 3), rel=1e-6)
+    assert power.detectable == pytest.approx(0.032640, rel=1e-4)  # 3.264 sd: 3 pairs need a large effect
     assert "smallest difference this suite detects" in capsys.readouterr().err  # beside CSV: on stderr
     everything_vs_reference = {s.variant: s for s in load_suite(tmp_path, reference="vit_plain").variants}
     assert everything_vs_reference["convnext_gnconv"].baseline == "vit_plain"  # an explicit reference wins

@@ -222,8 +222,9 @@ def problem_rows(results: SuiteResults) -> list[dict]:
 
 @dataclass(frozen=True)
 class SuitePower:
-    """What a suite's paired comparisons could detect: ``seeds`` pairs, the pooled spread ``sd`` of the per-seed
-    differences (root mean square of the comparisons' standard deviations), and the smallest detectable difference."""
+    """What a suite's paired comparisons could detect: ``seeds`` pairs, the typical spread ``sd`` of the per-seed
+    differences (the median of the comparisons' standard deviations: one unstable arm does not speak for the rest),
+    and the smallest detectable difference at that spread."""
 
     seeds: int
     sd: float
@@ -240,7 +241,7 @@ def suite_power(results: SuiteResults) -> SuitePower | None:
     if not differences:
         return None
     seeds = min(d.n for d in differences)
-    sd = math.sqrt(statistics.fmean(d.sd**2 for d in differences))
+    sd = statistics.median(d.sd for d in differences)
     if sd <= 0:
         return None
     return SuitePower(seeds, sd, detectable_difference(sd, seeds), len(differences))
@@ -258,7 +259,7 @@ def power_line(results: SuiteResults, detect: float) -> str:
     needed_text = f"{needed} seeds" if needed else "more than 10000 seeds"
     return (
         f"{results.name}: with {power.seeds} seeds and a paired spread of {100 * power.sd:.2f} points (sd of per-seed "
-        f"differences, pooled over {power.comparisons} comparisons), the smallest difference this suite detects "
+        f"differences, median over {power.comparisons} comparisons), the smallest difference this suite detects "
         f"(paired t, alpha {ALPHA}, power {POWER}) is {100 * power.detectable:.2f} points: a difference that is not "
         f"significant is not evidence of none above that. Detecting {100 * detect:.2f} points takes {needed_text}."
     )
