@@ -247,6 +247,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reference", default=None, help="variant to compare to (default: the suite's reference)")
     parser.add_argument(
+        "--select", default=None, help="column to choose the best variant on (default: best_val_<metric>, validation)"
+    )
+    parser.add_argument(
         "--detect",
         type=float,
         default=1.0,
@@ -256,7 +259,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_report(args: argparse.Namespace) -> int:
     from hornet.analysis.report import render_table
-    from hornet.analysis.results import load_suite, power_line, problem_rows, summary_rows
+    from hornet.analysis.results import load_suite, power_line, problem_rows, selection_line, summary_rows
 
     if args.detect <= 0:
         raise UsageError(f"--detect must be a positive number of points; got {args.detect}")
@@ -266,7 +269,16 @@ def _run_report(args: argparse.Namespace) -> int:
     title = " | ".join(f"{s.name} ({s.path}), reference {s.reference}" for s in suites)
     render_table(rows, fmt=args.format, title=title + "; delta: paired over seeds, 95% t interval, * excludes 0")
     for suite in suites:  # stdout beside a table, stderr beside CSV (which stays machine-readable)
-        print(power_line(suite, args.detect / 100), file=sys.stderr if args.format == "csv" else sys.stdout)
+        text = sys.stderr if args.format == "csv" else sys.stdout
+        print(power_line(suite, args.detect / 100), file=text)
+        line, on_test = selection_line(suite, args.select)
+        print(line, file=text)
+        if on_test:
+            print(
+                f"hornet report: warning: {suite.name} is selected on a test column ({args.select}); the chosen "
+                "variant's test score is then an over-estimate: select on a best_val_* column",
+                file=sys.stderr,
+            )
     problems = [row for suite in suites for row in problem_rows(suite)]
     if problems:
         render_table(problems, fmt=args.format, title="runs not averaged in (failed or interrupted)")

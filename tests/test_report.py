@@ -220,6 +220,10 @@ def test_each_variant_is_compared_with_its_own_baseline_when_the_suite_names_one
     assert power.detectable == pytest.approx(detectable_difference(0.01, 3), rel=1e-6)
     assert power.detectable == pytest.approx(0.032640, rel=1e-4)  # 3.264 sd: 3 pairs need a large effect
     assert "smallest difference this suite detects" in capsys.readouterr().err  # beside CSV: on stderr
+    assert main(["report", str(tmp_path), "--select", "test_top1"]) == 0
+    out, err = capsys.readouterr()
+    assert "selected on test_top1: convnext_gnconv (84.00)" in " ".join(out.split())
+    assert "warning: placement is selected on a test column" in err  # choosing on test is flagged
     everything_vs_reference = {s.variant: s for s in load_suite(tmp_path, reference="vit_plain").variants}
     assert everything_vs_reference["convnext_gnconv"].baseline == "vit_plain"  # an explicit reference wins
 
@@ -239,8 +243,10 @@ def test_detectable_difference_has_the_stated_power_by_simulation_and_the_normal
     assert seeds_needed(delta, 1.0) == 3 and seeds_needed(delta / 2, 1.0) > 3
 
 
-def test_report_states_what_each_suite_could_detect(runs, capsys):
+def test_report_states_what_each_suite_could_detect_and_selects_on_validation(runs, capsys):
     assert main(["report", str(runs / "order_ablation")]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    out, err = capsys.readouterr()
+    out = " ".join(out.split())
+    assert "selected on best_val_top1:" in out and "warning" not in err  # validation by default
     assert "order_ablation: with 2 seeds" in out and "smallest difference this suite detects" in out
     assert "Detecting 1.00 points takes" in out

@@ -24,6 +24,7 @@ __all__ = [
     "paired_difference",
     "power_line",
     "problem_rows",
+    "selection_line",
     "suite_power",
     "summary_rows",
     "training_curves",
@@ -263,3 +264,24 @@ def power_line(results: SuiteResults, detect: float) -> str:
         f"(paired t, alpha {ALPHA}, power {POWER}) is {100 * power.detectable:.2f} points: a difference that is not "
         f"significant is not evidence of none above that. Detecting {100 * detect:.2f} points takes {needed_text}."
     )
+
+
+def selection_line(results: SuiteResults, select: str | None = None) -> tuple[str, bool]:
+    """(line, chosen on a test split): the variant with the best mean ``select`` (default: the validation twin of
+    the suite's metric, ``best_val_<x>`` for ``test_<x>``) and its reported test metric. Choosing on a test column
+    makes that test score an over-estimate; the second value says so, for a warning."""
+    metric = results.metric
+    select = select or "best_val_" + metric.removeprefix("test_")
+    means = {s.variant: s.mean(select) for s in results.variants if s.mean(select) is not None}
+    if not means:
+        return f"{results.name}: no variant has {select}; nothing to select on", False
+    chosen = max(means, key=means.get)
+    summary = next(s for s in results.variants if s.variant == chosen)
+    reported = summary.mean(metric)
+    spread = summary.std(metric)
+    reported_text = _fmt(reported, 2, 100) + (f" +- {_fmt(spread, 2, 100)}" if spread is not None else "")
+    line = (
+        f"{results.name}: selected on {select}: {chosen} ({_fmt(means[chosen], 2, 100)}); its {metric} "
+        f"{reported_text} over {len(summary.runs)} seeds"
+    )
+    return line, select.startswith("test_")
