@@ -102,3 +102,10 @@ def test_profile_shows_each_match(capsys):
     for name, spec in MATCHED.items():
         assert name in out and spec.baseline in out
     assert "MACs_vs_baseline_%" in out
+
+
+@pytest.mark.parametrize("name", ["vit_iso_micro_plain", "vit_iso_micro_gnconv", "hornet_iso_micro"])
+def test_isotropic_features_are_the_last_blocks_maps(name):
+    features = timm.create_model(name, features_only=True, img_size=32)
+    maps = features(torch.randn(2, 3, 32, 32))
+    assert [m.shape for m in maps] == [(2, 32, 8, 8)] * 4  # one resolution: every block at stride 4
