@@ -164,6 +164,14 @@ def test_paper_tables_notebook_executes_headless(runs, tmp_path):
     assert "| img_size | top1_% | images |" in text and images == 1
 
 
+def test_paper_tables_notebook_runs_in_a_fresh_clone_without_any_runs(tmp_path):
+    empty = tmp_path / "no_runs"
+    empty.mkdir()
+    notebook = _execute("paper_tables", {"HORNET_RUNS": str(empty)}, tmp_path)  # no suites, no default run
+    text, images = _outputs(notebook)
+    assert "_Not run yet:_" in text and "_No trained run at_" in text and images == 0
+
+
 def test_analyze_suite_is_resumable_and_the_report_draws_its_figures(runs, capsys, tmp_path):
     import csv
 
