@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from hornet.analysis.detections import detection_sheet, draw_detections
+from hornet.analysis.detections import class_name, detection_sheet, draw_detections
 from hornet.analysis.masks import mask_image, mask_sheet
 from hornet.errors import Interrupted
 from hornet.files import write_atomic
@@ -166,9 +166,6 @@ class DetectionWriter(BasePredictionWriter):
             self.classes = tuple(getattr(trainer.datamodule, "classes", ()) or ())
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _class(self, label: int) -> str:
-        return self.classes[label - 1] if 0 < label <= len(self.classes) else str(label)
-
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
@@ -183,7 +180,7 @@ class DetectionWriter(BasePredictionWriter):
             for box, label, score in zip(detection["boxes"].tolist(), detection["labels"].tolist(),
                                          detection["scores"].tolist()):  # fmt: skip
                 self.records.append({"image": name, "box": [round(v, 2) for v in box], "label": label,
-                                     "class": self._class(label), "score": round(score, 4)})  # fmt: skip
+                                     "class": class_name(label, self.classes), "score": round(score, 4)})  # fmt: skip
             if len(self.sheet) < SHEET_IMAGES:
                 self.sheet.append((image, detection, targets[row] if targets else None, name))
 

@@ -15,9 +15,14 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from hornet.analysis.masks import image_sheet, palette
 
-__all__ = ["detection_sheet", "draw_detections"]
+__all__ = ["class_name", "detection_sheet", "draw_detections"]
 
 MIN_SIDE = 256  # smaller images are enlarged (nearest) to this side before drawing, so labels stay legible
+
+
+def class_name(label: int, classes: Sequence[str]) -> str:
+    """The name of a detector's label (1..K; 0 is background) in ``classes``, or the number when it has none."""
+    return classes[label - 1] if 0 < label <= len(classes) else str(label)
 
 
 def _as_rgb(image: torch.Tensor, scale: int) -> torch.Tensor:
@@ -53,7 +58,7 @@ def draw_detections(
             masks = F.interpolate(masks[:, None].float(), scale_factor=scale, mode="nearest")[:, 0].bool()
         picture = draw_segmentation_masks(picture, masks, alpha=0.45, colors=colours)
     if keep.any():
-        names = [classes[k - 1] if 0 < k <= len(classes) else str(k) for k in labels]
+        names = [class_name(k, classes) for k in labels]
         if "scores" in detection:
             names = [f"{n} {s:.2f}" for n, s in zip(names, detection["scores"].cpu()[keep].tolist())]
         boxes = detection["boxes"].detach().cpu()[keep].float() * scale

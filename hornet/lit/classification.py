@@ -162,7 +162,7 @@ class ClassificationModule(Task):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.backbone, step=self.global_step)
-        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
+        super().on_train_batch_end(outputs, batch, batch_idx)  # the lr
 
     # --- evaluation ------------------------------------------------------------------------------------------------
     def _evaluate(self, batch, split: str) -> None:

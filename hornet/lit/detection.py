@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
+from hornet.analysis.detections import class_name
 from hornet.callbacks import DetectionWriter
 from hornet.data.base import check_boxes
 from hornet.lit.task import SCHEDULES, Task
@@ -44,8 +45,7 @@ def coco_scores(metric: MeanAveragePrecision, classes: tuple[str, ...] = ()) -> 
         if metric.class_metrics and per_class is not None:
             labels = result["classes"].reshape(-1).tolist()  # one list for every iou type; 0-d for a single class
             for label, value in zip(labels, per_class.reshape(-1).tolist()):
-                name = classes[label - 1] if 0 < label <= len(classes) else str(label)
-                scores[f"{iou_type}_AP/{name.replace('/', '-')}"] = float(value)
+                scores[f"{iou_type}_AP/{class_name(label, classes).replace('/', '-')}"] = float(value)
     return scores
 
 
@@ -197,9 +197,6 @@ class DetectionModule(Task):
             self.log(f"train/{name}", value, on_step=True, on_epoch=False)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=len(images))
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
 
     # --- evaluation ------------------------------------------------------------------------------------------------
     def _evaluate(self, batch, split: str) -> None:

@@ -179,9 +179,6 @@ class SegmentationModule(Task):
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
-
     # --- evaluation ------------------------------------------------------------------------------------------------
     def _evaluate(self, batch, split: str) -> None:
         x, labels = batch

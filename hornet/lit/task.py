@@ -80,6 +80,10 @@ class Task(L.LightningModule):
                 f"{self.effective_lr:.3g}), gradient clipping (trainer.gradient_clip_val) or trainer.precision 32"
             )
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """The learning rate of the last parameter group (the decoder's, or the backbone's top) every step."""
+        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False)
+
     def on_before_optimizer_step(self, optimizer) -> None:
         """The gradients' total 2-norm before clipping (of this rank's shards under FSDP), one fused reduction."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
