@@ -218,6 +218,9 @@ def test_invalid_boxes_skip_drops_them(tmp_path):
     everything = data.train_set, data.val_set
     first = next(ds[ds.image_ids.index(10)][1] for ds in everything if 10 in ds.image_ids)
     assert 10 in ids and first["labels"].tolist() == [3]  # image 10 keeps only its valid (RLE) annotation
+    strict = COCODataModule(root=str(root), val_size=1, num_workers=0)  # the same file, read and checked once
+    with pytest.raises(ValueError, match="has zero area"):  # skipping in one module does not silence another
+        strict.setup("fit")
 
 
 def test_step_schedule_decays_tenfold_at_8_and_11_of_12_epochs():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import functional as TF
 
@@ -29,7 +30,6 @@ from hornet.data.base import IGNORE_INDEX, SegmentationDataModule, split_train_v
 
 __all__ = ["ADE20KDataModule", "SegmentationFiles", "pad_collate"]
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -97,7 +97,7 @@ class SegmentationFiles(Dataset):
         image, label = self._load(index)
         ratio = random.uniform(*self.ratio_range) if self.train else 1.0
         image, label = _resize_keep_ratio(image, label, self.scale, ratio)
-        x = TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)  # (3, H, W)
+        x = TF.normalize(TF.to_tensor(image), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)  # (3, H, W)
         y = self._label_tensor(label)  # (H, W)
         if self.train:
             top, left = self._crop_box(y)
@@ -205,5 +205,5 @@ class ADE20KDataModule(SegmentationDataModule):
     def eval_transform(self):
         return lambda image: TF.normalize(
             TF.to_tensor(_resize_keep_ratio(image.convert("RGB"), image.convert("L"), self.scale, 1.0)[0]),
-            IMAGENET_MEAN, IMAGENET_STD,
+            IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
         )  # fmt: skip

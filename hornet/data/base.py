@@ -15,8 +15,8 @@ from torchvision.transforms import functional as TF
 
 __all__ = [
     "IGNORE_INDEX", "ClassificationDataModule", "DetectionDataModule", "EpochShuffleSampler", "ImageDataModule",
-    "ImageFiles", "SegmentationDataModule", "check_boxes", "detection_collate", "resume_position", "run_seed",
-    "split_train_val",
+    "ImageFiles", "SegmentationDataModule", "bad_boxes", "check_boxes", "detection_collate", "resume_position",
+    "run_seed", "split_train_val",
 ]  # fmt: skip
 
 IGNORE_INDEX = 255  # label of pixels that no loss or metric counts (segmentation: ambiguous edges, void)
@@ -231,14 +231,21 @@ def detection_collate(batch: list[tuple[torch.Tensor, object]]) -> tuple[list[to
     return list(images), list(targets)
 
 
+def bad_boxes(boxes: torch.Tensor, height, width, tolerance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (N,) of the (N, 4) x1, y1, x2, y2 ``boxes`` with no area and of those outside their image (``height``,
+    ``width``: numbers, or (N,) tensors, one image size per box), ``tolerance`` px past the edge allowed."""
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    empty = (x2 <= x1) | (y2 <= y1)
+    outside = (x1 < -tolerance) | (y1 < -tolerance) | (x2 > width + tolerance) | (y2 > height + tolerance)
+    return empty, outside
+
+
 def check_boxes(boxes: torch.Tensor, height: int, width: int, *, where: str, tolerance: float = 1.0) -> None:
     """A ValueError naming ``where`` unless every (x1, y1, x2, y2) box has a positive area and lies in the
     ``width x height`` image (``tolerance`` px past the edge allowed, as annotation tools round)."""
     if boxes.numel() == 0:
         return
-    x1, y1, x2, y2 = boxes.unbind(dim=1)
-    empty = (x2 <= x1) | (y2 <= y1)
-    outside = (x1 < -tolerance) | (y1 < -tolerance) | (x2 > width + tolerance) | (y2 > height + tolerance)
+    empty, outside = bad_boxes(boxes, height, width, tolerance)
     for problem, bad in (("has zero area", empty), (f"lies outside the {width}x{height} image", outside)):
         if bad.any():
             box = [round(v, 2) for v in boxes[bad][0].tolist()]

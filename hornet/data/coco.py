@@ -26,16 +26,16 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.functional import normalize, to_tensor
 
-from hornet.data.base import DetectionDataModule, check_boxes, split_train_val
+from hornet.data.base import DetectionDataModule, bad_boxes, check_boxes, split_train_val
 
-__all__ = ["COCODataModule", "COCOInstances", "read_coco"]
+__all__ = ["COCODataModule", "COCOInstances", "invalid_boxes_of", "read_coco"]
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 COCO_KEYS = ("images", "annotations", "categories")
 
 
@@ -67,15 +67,46 @@ def read_coco(path: Path):
     return coco
 
 
+@cache
+def invalid_boxes_of(path: Path) -> dict[int, str]:
+    """Annotation id -> why its box is unusable (zero area, outside its image), for the instances file at ``path``:
+    one vectorised pass over every box, once per file. An annotation of an image the file does not list is an error
+    of the file itself (a ValueError)."""
+    coco = read_coco(path)
+    annotations = coco.dataset["annotations"]
+    if not annotations:
+        return {}
+    for annotation in annotations:
+        if annotation["image_id"] not in coco.imgs:
+            raise ValueError(f"{path}: annotation {annotation['id']} refers to image {annotation['image_id']}, "
+                             "which the file does not list")  # fmt: skip
+    xywh = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float64, device="cpu").reshape(-1, 4)  # (N, 4)
+    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # (N, 4) x1, y1, x2, y2
+    images = [coco.imgs[a["image_id"]] for a in annotations]
+    heights = torch.tensor([image["height"] for image in images], device="cpu")  # (N,) (also under a meta device)
+    widths = torch.tensor([image["width"] for image in images], device="cpu")  # (N,)
+    empty, outside = bad_boxes(boxes, heights, widths)
+    invalid = {}
+    for index in (empty | outside).nonzero().flatten().tolist():  # few: each gets check_boxes' own message
+        annotation, image = annotations[index], images[index]
+        where = f"{path}: annotation {annotation['id']} of image {annotation['image_id']}"
+        try:
+            check_boxes(boxes[index : index + 1], image["height"], image["width"], where=where)
+        except ValueError as err:
+            invalid[annotation["id"]] = str(err)
+    return invalid
+
+
 class COCOInstances(Dataset):
     """(image, target) pairs of a COCO split: ``boxes`` (x1, y1, x2, y2), ``labels`` 1..K, ``masks`` (when asked)
     and ``iscrowd`` (evaluation only; crowd annotations are dropped for training)."""
 
     def __init__(
-        self, coco, image_ids: list[int], folder: Path, labels: dict[int, int], *, train: bool, masks: bool
-    ) -> None:
+        self, coco, image_ids: list[int], folder: Path, labels: dict[int, int], *, train: bool, masks: bool,
+        skip: frozenset[int] = frozenset(),
+    ) -> None:  # fmt: skip
         self.coco, self.image_ids, self.folder, self.labels = coco, image_ids, folder, labels
-        self.train, self.masks = train, masks
+        self.train, self.masks, self.skip = train, masks, skip  # skip: ids of annotations left out (invalid boxes)
         self.flip = v2.RandomHorizontalFlip(0.5)
 
     def __len__(self) -> int:
@@ -88,7 +119,7 @@ class COCOInstances(Dataset):
             image = to_tensor(file.convert("RGB"))  # (3, H, W) in [0, 1]
         height, width = image.shape[-2:]
         annotations = [a for a in self.coco.imgToAnns.get(image_id, []) if not (self.train and a.get("iscrowd"))]
-        annotations = [a for a in annotations if a.get("_valid", True)]
+        annotations = [a for a in annotations if a["id"] not in self.skip]
         xywh = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)  # (N, 4)
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1).clamp_min(0)  # (N, 4) x1, y1, x2, y2
         boxes[:, 0::2] = boxes[:, 0::2].clamp_max(width)
@@ -105,7 +136,7 @@ class COCOInstances(Dataset):
         image = tv_tensors.Image(image)
         if self.train:
             image, target = self.flip(image, target)
-        image = normalize(image.as_subclass(torch.Tensor), IMAGENET_MEAN, IMAGENET_STD)
+        image = normalize(image.as_subclass(torch.Tensor), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
         target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
         if self.masks:
             target["masks"] = target["masks"].to(torch.uint8)
@@ -155,7 +186,7 @@ class COCODataModule(DetectionDataModule):
             raise FileNotFoundError(f"data.root {str(self.root)!r} is not a folder")
         self.splits = {"train": train_split, "test": test_split}
         self.val_size, self.split_seed, self.masks, self.invalid_boxes = val_size, split_seed, masks, invalid_boxes
-        categories = sorted(self._coco("train").dataset["categories"], key=lambda c: c["id"])
+        categories = sorted(read_coco(self._annotations("train")).dataset["categories"], key=lambda c: c["id"])
         self.labels = {category["id"]: k + 1 for k, category in enumerate(categories)}
         self.classes = tuple(category["name"] for category in categories)
 
@@ -163,47 +194,25 @@ class COCODataModule(DetectionDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _coco(self, split: str):
-        path = self.root / "annotations" / f"instances_{self.splits[split]}.json"
-        coco = read_coco(path)
-        self._check_boxes(coco, path)
-        return coco
-
-    def _check_boxes(self, coco, path: Path) -> None:
-        """Every annotation's box: positive area, inside its image; marked invalid (skip) or an error."""
-        for annotation in coco.dataset["annotations"]:
-            if "_valid" in annotation:
-                continue  # checked already
-            image = coco.imgs.get(annotation["image_id"])
-            if image is None:
-                raise ValueError(f"{path}: annotation {annotation['id']} refers to image {annotation['image_id']}, "
-                                 "which the file does not list")  # fmt: skip
-            x, y, w, h = annotation["bbox"]
-            where = f"{path}: annotation {annotation['id']} of image {annotation['image_id']}"
-            try:
-                box = torch.tensor([[x, y, x + w, y + h]], device="cpu")  # also when a suite builds on the meta device
-                check_boxes(box, image["height"], image["width"], where=where)
-                annotation["_valid"] = True
-            except ValueError:
-                if self.invalid_boxes == "error":
-                    raise
-                annotation["_valid"] = False
+    def _annotations(self, split: str) -> Path:
+        return self.root / "annotations" / f"instances_{self.splits[split]}.json"
 
     def _dataset(self, split: str, image_ids: list[int], *, train: bool) -> COCOInstances:
-        coco = self._coco(split)
-        return COCOInstances(
-            coco, image_ids, self.root / self.splits[split], self.labels, train=train, masks=self.masks
-        )
+        coco, invalid = read_coco(self._annotations(split)), invalid_boxes_of(self._annotations(split))
+        if invalid and self.invalid_boxes == "error":
+            raise ValueError(next(iter(invalid.values())))
+        skip, folder = frozenset(invalid), self.root / self.splits[split]
+        return COCOInstances(coco, image_ids, folder, self.labels, train=train, masks=self.masks, skip=skip)
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate"):
-            ids = sorted(self._coco("train").imgs)
+            ids = sorted(read_coco(self._annotations("train")).imgs)
             train, val = split_train_val(ids, self.val_size, self.split_seed)
             self.train_set = self._dataset("train", [ids[i] for i in train.indices], train=True)
             self.val_set = self._dataset("train", [ids[i] for i in val.indices], train=False)
         else:
-            self.test_set = self._dataset("test", sorted(self._coco("test").imgs), train=False)
+            self.test_set = self._dataset("test", sorted(read_coco(self._annotations("test")).imgs), train=False)
 
     def eval_transform(self):
         """At the image's own size (the detector resizes keeping the aspect), normalised."""
-        return lambda image: normalize(to_tensor(image.convert("RGB")), IMAGENET_MEAN, IMAGENET_STD)
+        return lambda image: normalize(to_tensor(image.convert("RGB")), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
