@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data run fit test test-gpu lint clean
+.PHONY: setup data run fit test test-gpu lint notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: setup
 # one default training run (lightning_cli.yaml) and its test
 fit: setup
 	$(VENV)/bin/hornet fit && $(VENV)/bin/hornet test
+
+# the notebooks executed in place on the published results (results/, no training): the outputs committed with them
+notebooks: setup
+	HORNET_RUNS=$(CURDIR)/results HORNET_RESULTS=$(CURDIR)/results/order_ablation \
+		$(VENV)/bin/jupyter execute --inplace --timeout=600 notebooks/ablation_analysis.ipynb notebooks/paper_tables.ipynb
 
 test: setup
 	$(PY) -m pytest -m "" --durations=25

@@ -273,6 +273,8 @@ def _run_report(args: argparse.Namespace) -> int:
         print(power_line(suite, args.detect / 100), file=text)
         line, on_test = selection_line(suite, args.select)
         print(line, file=text)
+        if suite.note:
+            print(f"{suite.name}: {suite.note}", file=text)
         if on_test:
             print(
                 f"hornet report: warning: {suite.name} is selected on a test column ({args.select}); the chosen "
@@ -363,6 +365,22 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- hornet publish --------------------------------------------------------------------------------------------------
+def _publish_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite_dirs", nargs="+", metavar="SUITE_DIR", help="suite directories (runs/<suite>)")
+    parser.add_argument(
+        "--to", metavar="DIR", default="results", help="the results folder; each suite goes to DIR/<its folder name>"
+    )
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from hornet.ablation.publish import publish_suite
+
+    for suite_dir in args.suite_dirs:
+        print(publish_suite(suite_dir, Path(args.to) / Path(suite_dir).resolve().name).line())
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     s.name: s
     for s in (
@@ -372,6 +390,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         Subcommand("bench", "race models: img/s, peak memory, MACs, utilisation", _bench_arguments, _run_bench),
         Subcommand("report", "suite results: table, paired differences, plots", _report_arguments, _run_report),
         Subcommand("analyze", "interaction orders and effective receptive fields", _analyze_arguments, _run_analyze),
+        Subcommand(
+            "publish", "copy suites' small result files (no checkpoints) to results/", _publish_arguments, _run_publish
+        ),
     )
 }
 

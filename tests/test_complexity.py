@@ -2,11 +2,12 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hornet.analysis import profile_model
-from hornet.analysis.paper import PAPER_TABLE1
+from hornet.analysis.paper import PAPER_ADE20K_UPERNET, PAPER_COCO_CASCADE_3X, PAPER_TABLE1, DenseRow, dense_command
 from hornet.cli import main
 
 FVCORE_G = {  # the paper's own fvcore figures (docs/reference.md)
@@ -68,3 +69,23 @@ def test_debug_shows_the_traceback():
         [sys.executable, "-m", "hornet.cli", "--debug", "profile", "hornet_tiny_gx"], capture_output=True, text=True
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_the_release_dense_tables_in_code_match_the_reference_docs():
+    """hornet.analysis.paper's ADE20K and COCO rows are the values docs/reference.md quotes from the release."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text().split())
+    coco = text.split("**COCO val, Cascade Mask R-CNN")[1].split("**ADE20K")[0]
+    ade = text.split("**ADE20K val, UperNet")[1].split("The release has HorFPN")[0]
+    size = {"tiny": "T", "small": "S", "base": "B", "large": "L"}
+
+    def label(row: DenseRow) -> str:
+        _, scale, mixer = row.backbone.split("_")
+        return f"{size[scale]}-{'GF' if mixer == 'gf' else '7x7'}"
+
+    for row in PAPER_COCO_CASCADE_3X:
+        assert f"{label(row)} {row.first} / {row.second}, {row.params_m}M, {row.gflops}G" in coco, row
+    for row in PAPER_ADE20K_UPERNET:
+        crops = (f"{row.crop},", f"(printed {row.crop}),")
+        assert any(f"{label(row)} {c} {row.first} / {row.second}, {row.params_m}M, {row.gflops}G" in ade for c in crops)
+    assert len({r.backbone for r in PAPER_ADE20K_UPERNET}) == len(PAPER_ADE20K_UPERNET) == 8
+    assert dense_command("coco", PAPER_COCO_CASCADE_3X[0]).count("--model.init_args.backbone hornet_tiny_7x7") == 1

@@ -154,13 +154,33 @@ def test_ablation_notebook_executes_headless(runs, tmp_path):
 
 
 def test_paper_tables_notebook_executes_headless(runs, tmp_path):
+    import csv
+
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (folder / "order_ablation").symlink_to(runs / "order_ablation")
+    # the user's own ADE20K run of one backbone, as results.csv would hold it (two seeds of test mIoU)
+    with (runs / "order_ablation" / "results.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["variant"] == "order_2345"]
+    for row, miou in zip(rows, ("0.4810", "0.4850")):
+        row["test_mIoU"] = miou
+    (folder / "ade20k_hornet_tiny_7x7").mkdir()
+    with (folder / "ade20k_hornet_tiny_7x7" / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     run = runs / "order_ablation" / "order_2345" / "seed0"
-    env = {"HORNET_RUNS": str(runs), "HORNET_RUN": str(run), "HORNET_SWEEP_IMAGES": "64"}
+    env = {"HORNET_RUNS": str(folder), "HORNET_RUN": str(run), "HORNET_SWEEP_IMAGES": "64"}
     notebook = _execute("paper_tables", env, tmp_path)
     text, images = _outputs(notebook)
     assert "hornet_large_gf_img384" in text and "(paper, reported)" in text  # Table 1 with labelled top-1
     assert "Interaction order per stage" in text and "order_1111" in text  # the user's suite, laid out
+    assert "smallest difference this suite detects" in text  # with its power
     assert "_Not run yet:_ `hornet fit --config experiments/kernel_ablation.yaml`" in text
+    assert "| hornet_tiny_7x7 | 512 | 48.1 | 48.9 | 52 | 926 | 48.3 +- 0.3 (2 seeds) |" in text  # release | yours
+    assert "| hornet_large_gf | 56.0 | 48.6 | 259 | 1358 | - |" in text  # COCO, no run of yours
+    assert "--ablation.name coco_hornet_tiny_7x7 --model.init_args.backbone hornet_tiny_7x7" in text
+    assert "_Not run yet:_ `hornet fit --config experiments/horfpn_detection_ablation.yaml`" in text
     assert "| img_size | top1_% | images |" in text and images == 1
 
 
@@ -170,6 +190,27 @@ def test_paper_tables_notebook_runs_in_a_fresh_clone_without_any_runs(tmp_path):
     notebook = _execute("paper_tables", {"HORNET_RUNS": str(empty)}, tmp_path)  # no suites, no default run
     text, images = _outputs(notebook)
     assert "_Not run yet:_" in text and "_No trained run at_" in text and images == 0
+    assert "| hornet_base_gf | 640 | 50.5 | 50.9 | 126 | 1171 | - |" in text  # the release's rows all the same
+
+
+def test_notebooks_run_in_a_fresh_clone_on_the_published_results(tmp_path):
+    """No runs/ at all: both notebooks read the committed results/ (the order ablation, the HorFPN suites)."""
+    published = ROOT / "results"
+    if not (published / "order_ablation" / "results.csv").is_file():
+        pytest.fail("results/order_ablation is not published (hornet publish runs/order_ablation)")
+    previous = os.environ.pop("HORNET_RUNS", None), os.environ.pop("HORNET_RESULTS", None)
+    own = (ROOT / "runs" / "order_ablation").exists()  # a developer's own runs come first; point at results/ then
+    try:
+        env = {"HORNET_RESULTS": str(published / "order_ablation")} if own else {}
+        text, images = _outputs(_execute("ablation_analysis", env, tmp_path))
+        assert "runs from results/order_ablation" in text and "| order_2345 | 3 |" in text and images >= 3
+        text, _ = _outputs(_execute("paper_tables", {"HORNET_RUNS": str(published)} if own else {}, tmp_path))
+        assert "(`results/order_ablation`, reference order_2345)" in text
+        assert "HorFPN vs FPN, Mask R-CNN: test_bbox_mAP (`results/horfpn_detection_ablation`" in text
+    finally:
+        for key, value in zip(("HORNET_RUNS", "HORNET_RESULTS"), previous):
+            if value is not None:
+                os.environ[key] = value
 
 
 def test_analyze_suite_is_resumable_and_the_report_draws_its_figures(runs, capsys, tmp_path):
@@ -230,10 +271,26 @@ def test_each_variant_is_compared_with_its_own_baseline_when_the_suite_names_one
     assert "smallest difference this suite detects" in capsys.readouterr().err  # beside CSV: on stderr
     assert main(["report", str(tmp_path), "--select", "test_top1"]) == 0
     out, err = capsys.readouterr()
-    assert "selected on test_top1: convnext_gnconv (84.00)" in " ".join(out.split())
+    assert "selected on test_top1 on seeds 0, 1, 2: convnext_gnconv (84.00)" in " ".join(out.split())
     assert "warning: placement is selected on a test column" in err  # choosing on test is flagged
     everything_vs_reference = {s.variant: s for s in load_suite(tmp_path, reference="vit_plain").variants}
     assert everything_vs_reference["convnext_gnconv"].baseline == "vit_plain"  # an explicit reference wins
+
+
+def test_selection_compares_variants_on_the_seeds_they_share_and_reports_all_seeds_of_the_chosen(tmp_path):
+    """A sweep run at seed 0, its chosen setting then run at seeds 1 and 2: the choice stays the seed-0 one."""
+    import csv
+
+    from hornet.analysis.results import selection_line
+
+    rows = [("a", 0, 0.90, 0.91), ("a", 1, 0.80, 0.81), ("a", 2, 0.80, 0.82), ("b", 0, 0.89, 0.95)]
+    with (tmp_path / "results.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["suite", "variant", "seed", "status", "best_val_top1", "test_top1"])
+        writer.writerows(("sweep", v, seed, "ok", val, test) for v, seed, val, test in rows)
+    line, on_test = selection_line(load_suite(tmp_path))
+    assert line == "sweep: selected on best_val_top1 on seed 0: a (90.00); its test_top1 84.67 +- 5.51 over 3 seeds"
+    assert not on_test
 
 
 def test_detectable_difference_has_the_stated_power_by_simulation_and_the_normal_limit():
@@ -255,6 +312,53 @@ def test_report_states_what_each_suite_could_detect_and_selects_on_validation(ru
     assert main(["report", str(runs / "order_ablation")]) == 0
     out, err = capsys.readouterr()
     out = " ".join(out.split())
-    assert "selected on best_val_top1:" in out and "warning" not in err  # validation by default
+    assert "selected on best_val_top1 on seeds 0, 1:" in out and "warning" not in err  # validation by default
     assert "order_ablation: with 2 seeds" in out and "smallest difference this suite detects" in out
     assert "Detecting 1.00 points takes" in out
+
+
+def test_a_published_suite_reports_the_same_table_and_resumes_elsewhere_without_retraining(runs, capsys, tmp_path):
+    """`hornet publish` copies the small files only; `hornet report` on the copy prints the same table; a suite
+    pointed at the copy skips every published run; ablation.publish_dir publishes as runs land."""
+    import json
+    import shutil
+
+    suite = runs / "order_ablation"
+    assert main(["publish", str(suite), "--to", str(tmp_path / "results")]) == 0
+    published = tmp_path / "results" / "order_ablation"
+    assert "published 8 runs to" in capsys.readouterr().out
+    names = {p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file()}
+    assert {"suite.json", "results.csv", "order_2345/seed0/result.json", "order_2345/seed0/metrics.csv"} <= names
+    assert not [n for n in names if "checkpoints" in n or n.endswith((".ckpt", ".png")) or "tfevents" in n]
+    assert main(["publish", str(suite), "--to", str(tmp_path / "results")]) == 0
+    assert " 0 files copied" in capsys.readouterr().out  # idempotent
+
+    assert main(["report", str(suite), "--format", "csv"]) == 0
+    original = capsys.readouterr()
+    assert main(["report", str(published), "--format", "csv"]) == 0
+    copy = capsys.readouterr()
+    assert copy.out == original.out and "order_2345" in copy.out  # the same rows, to the last digit
+    assert copy.err.replace(str(published), "SUITE") == original.err.replace(str(suite), "SUITE")  # power, selection
+
+    elsewhere = tmp_path / "new_machine" / "order_ablation"
+    shutil.copytree(published, elsewhere)
+    note = "a smoke check, the conclusion is another command"
+    args = ["fit", "--config", str(runs / "order_ablation.yaml"), "--ablation.output_dir", str(elsewhere)]
+    assert main([*args, "--ablation.note", note]) == 0
+    assert note in " ".join(capsys.readouterr().err.split())
+    assert not list(elsewhere.rglob("*.ckpt"))  # nothing trained again
+    assert json.loads((elsewhere / "suite.json").read_text())["note"] == note
+    assert main(["report", str(elsewhere)]) == 0
+    assert f"order_ablation: {note}" in " ".join(capsys.readouterr().out.split())
+
+    before = (elsewhere / "diverges" / "seed0" / "result.json").read_text()
+    retry = [*args, "--ablation.retry_failed", "true", "--ablation.only", "diverges:0"]
+    assert main([*retry, "--ablation.publish_dir", str(tmp_path / "live")]) == 0
+    assert "published 8 runs to" in " ".join(capsys.readouterr().err.split())
+    live = json.loads((tmp_path / "live" / "diverges" / "seed0" / "result.json").read_text())
+    assert live["status"].startswith("failed") and live != json.loads(before)  # the rerun, published as it landed
+
+
+def test_publish_rejects_a_folder_that_is_not_a_suite(tmp_path, capsys):
+    assert main(["publish", str(tmp_path)]) == 2
+    assert "not a suite directory" in capsys.readouterr().err

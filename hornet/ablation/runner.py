@@ -29,8 +29,9 @@ import torch
 from rich.console import Console
 
 from hornet.ablation.progress import SuiteProgress, WorkersDisplay, format_seconds, publish
+from hornet.ablation.publish import publish_suite
 from hornet.ablation.spec import AblationConfig, AblationRun, config_hash, plan_runs, select_runs, variant_config
-from hornet.ablation.store import RunLock, rebuild_results
+from hornet.ablation.store import RunLock, rebuild_results, results_lock
 from hornet.analysis.complexity import count_complexity
 from hornet.analysis.report import render_table
 from hornet.errors import Interrupted, interrupt_on_signals, one_line
@@ -241,6 +242,8 @@ class SuiteRunner:
         if self.leader and not self.worker:
             metric = "test_" + self.profile(self.runs[0]).monitor.partition("/")[2]  # the test twin of the monitor
             write_json(self.suite_dir / "suite.json", {**asdict(self.spec), "metric": metric})  # what reports need
+        if self.spec.note and not self.worker:
+            self.console.print(f"suite {self.spec.name}: {self.spec.note}", highlight=False)
         workers = self.worker_count()
         if workers > 1 and not self.worker:
             return self.run_workers(workers)
@@ -393,8 +396,19 @@ class SuiteRunner:
                 run_dir.write_result(result)
                 rebuild_results(self.suite_dir, self.order)
                 self._say(run, self._outcome(result))
+                if self.spec.publish_dir:
+                    self._publish()
         finally:
             lock.release()
+
+    def _publish(self) -> None:
+        """Copy the suite's small files to ``ablation.publish_dir``; a failure is reported, the run stands."""
+        try:
+            with results_lock(self.suite_dir):  # one publisher at a time among the suite's workers
+                published = publish_suite(self.suite_dir, self.spec.publish_dir)
+            self.console.print(f"suite {self.spec.name}: {published.line()}", highlight=False)
+        except (OSError, ValueError) as err:
+            self.console.print(f"[yellow]suite {self.spec.name}: not published: {one_line(err)}[/]", highlight=False)
 
     @staticmethod
     def _outcome(result: RunResult) -> str:
@@ -440,3 +454,5 @@ class SuiteRunner:
         columns = dict.fromkeys(key for row in rows for key in row)
         rows = [{c: row.get(c, "-") for c in columns} for row in rows]
         render_table(rows, title=f"suite {self.spec.name}: {self.suite_dir / 'results.csv'}", console=self.console)
+        if self.spec.note:
+            self.console.print(f"suite {self.spec.name}: {self.spec.note}", highlight=False)

@@ -53,6 +53,10 @@ class AblationConfig:
         reference: the variant the others are compared to (default: the first).
         seeds: one run per seed per variant.
         output_dir: where ``<variant>/seed<k>/`` and ``results.csv`` go (default ``runs/<name>``).
+        publish_dir: when set, each finished run's small files (no checkpoints) are copied there as it lands
+            (``hornet publish``; e.g. ``results/<name>``, kept in git so a suite resumes on another machine).
+        note: one plain line printed with the suite's output and its report (scale/smoke.yaml says there that a
+            smoke-scale table is a check that the study runs, and which command gives its conclusion).
         only: run just one entry of the variant x seed list: its index, ``name`` (all its seeds) or ``name:seed``
             (for array jobs).
         workers: how many runs go side by side on this machine, each in a process of its own with its share of the
@@ -68,6 +72,8 @@ class AblationConfig:
     reference: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     output_dir: str | None = None
+    publish_dir: str | None = None
+    note: str | None = None
     only: int | str | None = None
     workers: int | Literal["auto"] = 1
     dry_run: bool = False

@@ -91,6 +91,7 @@ class SuiteResults:
     reference: str | None
     metric: str = "test_top1"
     variants: list[VariantSummary] = field(default_factory=list)
+    note: str | None = None  # the suite's own line for its reader (ablation.note), e.g. that it is a smoke check
 
     @property
     def not_ok(self) -> list[RunResult]:
@@ -141,7 +142,8 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str | 
     if reference not in order:
         raise ValueError(f"reference variant {reference!r} is not in {csv_path}; choose one of {order}")
     name = rows[0].suite or csv_path.parent.name
-    results = SuiteResults(name=name, path=csv_path, rows=rows, reference=reference, metric=metric)
+    note = _suite_spec(csv_path.parent).get("note")
+    results = SuiteResults(name=name, path=csv_path, rows=rows, reference=reference, metric=metric, note=note)
     ok = [r for r in rows if r.ok]
     summaries = {v: VariantSummary(v, [r for r in ok if r.variant == v]) for v in order}
     for summary in summaries.values():
@@ -272,16 +274,21 @@ def selection_line(results: SuiteResults, select: str | None = None) -> tuple[st
     makes that test score an over-estimate; the second value says so, for a warning."""
     metric = results.metric
     select = select or "best_val_" + metric.removeprefix("test_")
-    means = {s.variant: s.mean(select) for s in results.variants if s.mean(select) is not None}
-    if not means:
+    values = {s.variant: s.values(select) for s in results.variants if s.values(select)}
+    if not values:
         return f"{results.name}: no variant has {select}; nothing to select on", False
+    shared = set.intersection(*(set(v) for v in values.values()))  # compared on the same seeds, when there are any
+    means = {v: statistics.fmean(x for seed, x in per_seed.items() if not shared or seed in shared)
+             for v, per_seed in values.items()}  # fmt: skip
     chosen = max(means, key=means.get)
     summary = next(s for s in results.variants if s.variant == chosen)
     reported = summary.mean(metric)
     spread = summary.std(metric)
     reported_text = _fmt(reported, 2, 100) + (f" +- {_fmt(spread, 2, 100)}" if spread is not None else "")
+    on = f" on seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, sorted(shared)))}" if shared else ""
+    runs = len(summary.runs)
     line = (
-        f"{results.name}: selected on {select}: {chosen} ({_fmt(means[chosen], 2, 100)}); its {metric} "
-        f"{reported_text} over {len(summary.runs)} seeds"
+        f"{results.name}: selected on {select}{on}: {chosen} ({_fmt(means[chosen], 2, 100)}); its {metric} "
+        f"{reported_text} over {runs} seed{'s' if runs > 1 else ''}"
     )
     return line, select.startswith("test_")
