@@ -242,8 +242,8 @@ class SuiteRunner:
         if self.leader and not self.worker:
             metric = "test_" + self.profile(self.runs[0]).monitor.partition("/")[2]  # the test twin of the monitor
             write_json(self.suite_dir / "suite.json", {**asdict(self.spec), "metric": metric})  # what reports need
-        if self.spec.note and not self.worker:
-            self.console.print(f"suite {self.spec.name}: {self.spec.note}", highlight=False)
+        if not self.worker:
+            self._say_note()
         workers = self.worker_count()
         if workers > 1 and not self.worker:
             return self.run_workers(workers)
@@ -454,5 +454,9 @@ class SuiteRunner:
         columns = dict.fromkeys(key for row in rows for key in row)
         rows = [{c: row.get(c, "-") for c in columns} for row in rows]
         render_table(rows, title=f"suite {self.spec.name}: {self.suite_dir / 'results.csv'}", console=self.console)
+        self._say_note()
+
+    def _say_note(self) -> None:
+        """The suite's ``ablation.note`` (e.g. that it is a smoke check), at its start and under its summary."""
         if self.spec.note:
             self.console.print(f"suite {self.spec.name}: {self.spec.note}", highlight=False)
