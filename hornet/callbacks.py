@@ -19,10 +19,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from hornet.analysis.detections import class_name, detection_sheet, draw_detections
 from hornet.analysis.masks import mask_image, mask_sheet
-from hornet.errors import Interrupted
+from hornet.errors import interrupted_by, raise_if_interrupted
 from hornet.files import write_atomic
 
-__all__ = ["BestValidation", "DetectionWriter", "MaskWriter", "PredictionWriter", "SaveOnException", "TrainThroughput"]
+__all__ = [
+    "BestValidation", "DetectionWriter", "MaskWriter", "PredictionWriter", "SaveOnException", "StopOnSignal",
+    "TrainThroughput",
+]  # fmt: skip
 
 SHEET_IMAGES = 8  # images on the side-by-side sheet MaskWriter draws
 
@@ -219,8 +222,18 @@ class SaveOnException(Callback):
         except OSError as err:
             print(f"hornet fit: could not save {self.path}: {err}", file=sys.stderr)
             return
-        if isinstance(exception, Interrupted) and self.resume_hint and trainer.is_global_zero:
+        if interrupted_by(exception) and self.resume_hint and trainer.is_global_zero:
             print(f"hornet fit: interrupted; resume with {self.resume_hint}", file=sys.stderr)
+
+
+class StopOnSignal(Callback):
+    """Stop at the end of the batch when a SIGTERM / SIGINT arrived but its exception was lost where it landed
+    (``hornet.errors.interrupt_on_signals``), so a signalled fit always stops, saves and exits 143 / 130."""
+
+    def on_train_batch_end(self, *args) -> None:
+        raise_if_interrupted()
+
+    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = on_train_batch_end
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hornet.errors import EXIT_USAGE, Interrupted, UsageError, debug_requested, exit_status, one_line
+from hornet.errors import EXIT_USAGE, UsageError, debug_requested, exit_status, interrupted_by, one_line
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -424,10 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return SUBCOMMANDS[args.command].run(args)
-    except Interrupted as stop:
-        Console(stderr=True).print(f"[bold red]hornet: interrupted ({stop})[/]", highlight=False)
-        return 128 + stop.signum
-    except Exception as err:
+    except BaseException as err:
+        if stop := interrupted_by(err):  # the signal's own exception, or an error that replaced it
+            Console(stderr=True).print(f"[bold red]hornet: interrupted ({stop})[/]", highlight=False)
+            return 128 + stop.signum
+        if not isinstance(err, Exception):  # SystemExit, a KeyboardInterrupt outside a fit
+            raise
         status = exit_status(err)
         if debug or status is None:
             raise

@@ -29,7 +29,7 @@ from hornet.ablation import AblationConfig, AblationVariant
 from hornet.ablation.progress import PublishProgress, SuiteProgress, SuiteProgressBar
 from hornet.ablation.runner import BuiltRun, SuiteRunner
 from hornet.analysis.benchmark import inference_img_per_s, peak_rss_mb, plain_loop_img_per_s, reset_peak_rss
-from hornet.callbacks import BestValidation, SaveOnException, TrainThroughput
+from hornet.callbacks import BestValidation, SaveOnException, StopOnSignal, TrainThroughput
 from hornet.data import ImageDataModule
 from hornet.data.base import resume_position
 from hornet.errors import UsageError, interrupt_on_signals, one_line
@@ -316,6 +316,7 @@ class HornetCLI(LightningCLI):
                 run.checkpoints / "on_exception.ckpt",
                 resume_hint=None if self.suite_progress else f"--run_name {run.name} --ckpt_path last",
             ),
+            StopOnSignal(),
             TrainThroughput(),
             BestValidation(),
         ]

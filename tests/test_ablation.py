@@ -277,6 +277,16 @@ def test_suite_output_is_one_line_per_run_without_lightning_banners(tmp_path, ca
     assert all(" ok, test_top1 " in line for line in lines if line.endswith(" s"))
 
 
+def test_a_signal_whose_exception_was_replaced_by_an_error_marks_the_run_interrupted_not_failed(tmp_path, capsys):
+    # in CI a SIGTERM landed inside torch.save and reached the suite as "RuntimeError: unexpected pos ..."
+    kill = signal_at_step(3, tmp_path / "sigterm-sent", fate="replaced")
+    suite = _suite_file(tmp_path, train_size=128, order3_callbacks=[kill])
+    assert main(["fit", "--config", str(suite)]) == 143
+    assert [(r["variant"], r["status"]) for r in _rows(tmp_path)] == [("order2", "ok"), ("order3", "interrupted")]
+    assert main(["fit", "--config", str(suite)]) == 0
+    assert [r["status"] for r in _rows(tmp_path)] == ["ok"] * 3
+
+
 def test_two_workers_share_a_suite_and_a_sigterm_resumes_every_run_exactly_once(tmp_path, capfd):
     # the second variant's worker signals the suite's process at its step 40 of 64: all workers stop, each saving
     stop = signal_at_step(40, tmp_path / "sigterm-sent", parent=True)

@@ -34,7 +34,7 @@ from hornet.ablation.spec import AblationConfig, AblationRun, config_hash, plan_
 from hornet.ablation.store import RunLock, rebuild_results, results_lock
 from hornet.analysis.complexity import count_complexity
 from hornet.analysis.report import render_table
-from hornet.errors import Interrupted, interrupt_on_signals, one_line
+from hornet.errors import Interrupted, interrupt_on_signals, interrupted_by, one_line, raise_if_interrupted
 from hornet.files import check_writable_dir, write_json, write_text
 from hornet.runs import RunDir, RunResult, git_commit
 
@@ -253,6 +253,7 @@ class SuiteRunner:
                 for run in self.runs:
                     progress.variant, progress.seed, progress.run_fraction = run.variant.name, run.seed, 0.0
                     self.execute(run, progress)
+                    raise_if_interrupted()  # a signal whose exception was lost between runs
                     progress.done += 1
                     if self.status:
                         progress.variant, progress.stage, progress.run_fraction = "", "", 0.0
@@ -313,6 +314,7 @@ class SuiteRunner:
             with interrupt_on_signals(), display:
                 while any(p.poll() is None for p in processes):
                     time.sleep(0.5)
+                    raise_if_interrupted()
                     self._report_finished(todo, reported, display)
                 self._report_finished(todo, reported, display)
         except Interrupted as stop:
@@ -389,6 +391,9 @@ class SuiteRunner:
                 result.status = "interrupted"
                 raise
             except Exception as err:
+                if stop := interrupted_by(err):  # the signal's exception was replaced on its way out
+                    result.status = "interrupted"
+                    raise stop from err
                 result.status = f"failed: {type(err).__name__}: {one_line(err)[:300]}"
             finally:
                 gc.collect()  # the run's trainer, model and data sit in reference cycles; free them before the next
