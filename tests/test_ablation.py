@@ -283,6 +283,10 @@ def test_a_signal_whose_exception_was_replaced_by_an_error_marks_the_run_interru
     suite = _suite_file(tmp_path, train_size=128, order3_callbacks=[kill])
     assert main(["fit", "--config", str(suite)]) == 143
     assert [(r["variant"], r["status"]) for r in _rows(tmp_path)] == [("order2", "ok"), ("order3", "interrupted")]
+    capsys.readouterr()
+    assert main(["fit", "--config", str(suite), "--ablation.dry_run", "true"]) == 0
+    plan = " ".join(capsys.readouterr().out.split())
+    assert "3 of 3 runs, 2 to do" in plan and "estimated training time" in plan  # the time left, not the done run's
     assert main(["fit", "--config", str(suite)]) == 0
     assert [r["status"] for r in _rows(tmp_path)] == ["ok"] * 3
 

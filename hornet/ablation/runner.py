@@ -172,7 +172,7 @@ class SuiteRunner:
         for run in self.runs:
             profile = self.profile(run)
             estimate = "-"
-            if images is not None and profile.epochs:
+            if images is not None and profile.epochs and self._to_do(run):
                 seconds = seconds_per_mac_image * profile.macs * images * profile.epochs
                 total += seconds
                 estimate = format_seconds(seconds)
@@ -189,7 +189,9 @@ class SuiteRunner:
                     "est_time": estimate,
                 }
             )
-        title = f"suite {self.spec.name}: {len(self.runs)} of {len(self.all_runs)} runs -> {self.suite_dir}"
+        to_do = sum(self._to_do(run) for run in self.runs)
+        title = f"suite {self.spec.name}: {len(self.runs)} of {len(self.all_runs)} runs, {to_do} to do"
+        title += f" -> {self.suite_dir}"
         if total:
             title += f"; estimated training time {format_seconds(total)} (plus start-up and testing per run)"
         render_table(rows, title=title, console=self.console)
