@@ -169,10 +169,11 @@ class SuiteRunner:
         seconds_per_mac_image = self._measured_speed()
         images = self._images_per_epoch() if seconds_per_mac_image is not None else None
         rows, total = [], 0.0
+        to_do = [run for run in self.runs if self._to_do(run)]
         for run in self.runs:
             profile = self.profile(run)
             estimate = "-"
-            if images is not None and profile.epochs and self._to_do(run):
+            if images is not None and profile.epochs and run in to_do:
                 seconds = seconds_per_mac_image * profile.macs * images * profile.epochs
                 total += seconds
                 estimate = format_seconds(seconds)
@@ -189,8 +190,7 @@ class SuiteRunner:
                     "est_time": estimate,
                 }
             )
-        to_do = sum(self._to_do(run) for run in self.runs)
-        title = f"suite {self.spec.name}: {len(self.runs)} of {len(self.all_runs)} runs, {to_do} to do"
+        title = f"suite {self.spec.name}: {len(self.runs)} of {len(self.all_runs)} runs, {len(to_do)} to do"
         title += f" -> {self.suite_dir}"
         if total:
             title += f"; estimated training time {format_seconds(total)} (plus start-up and testing per run)"
