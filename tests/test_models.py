@@ -5,7 +5,7 @@ import timm
 import torch
 from timm.optim import param_groups_layer_decay
 
-from hornet.models import VARIANTS, HorBlock, HorNet
+from hornet.models import VARIANTS, HorBlock, HorNet, builds_for_input_size, create_model
 
 RELEASED_PARAMS = {  # exact counts of the released architectures with a 1000-class head (docs/reference.md)
     "hornet_tiny_7x7": 22.41, "hornet_tiny_gf": 22.99, "hornet_small_7x7": 49.53, "hornet_small_gf": 50.40,
@@ -124,3 +124,16 @@ def test_small_images_are_first_class(img_size, stem_stride, maps):
 def test_invalid_model_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HorNet(**{"base_dim": 16, "depths": (1, 1, 1, 1), **kwargs})
+
+
+@pytest.mark.parametrize(
+    "name, sized",
+    [("hornet_tiny_gf", True), ("hornet_tiny_7x7_reference", True), ("swin_tiny_patch4_window7_224", True),
+     ("vit_tiny_patch16_224", True), ("convnext_tiny", False), ("resnet18", False)],
+)  # fmt: skip
+def test_models_built_for_an_input_size_are_known(name, sized):
+    """bench, complexity and training pass img_size to exactly these (a Swin built for 224 px refuses 64 px input)."""
+    assert builds_for_input_size(name) is sized
+    if sized and name.startswith("swin"):
+        model = create_model(name, img_size=64, pretrained=False).eval()
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)

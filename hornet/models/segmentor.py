@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn.functional as F
-from timm.models import get_pretrained_cfg_value
 from torch import nn
 
 from hornet.models.convert import checkpoint_filter_fn, describe_state_dict_mismatch, read_released_checkpoint
@@ -60,7 +59,7 @@ DECODERS = {
 def create_feature_backbone(name: str, *, in_chans: int, img_size: int, **kwargs) -> nn.Module:
     """The timm model ``name`` as ``features_only`` (its last four levels, NCHW), or a ValueError saying why not."""
     check_model_name(name, key="model.backbone")
-    if builds_for_input_size(name) or get_pretrained_cfg_value(name, "fixed_input_size"):
+    if builds_for_input_size(name):
         kwargs.setdefault("img_size", img_size)  # GF filters, Swin windows, ViT position embeddings
     kwargs.setdefault("device", torch.get_default_device())  # timm would build on the CPU inside a meta context
     try:

@@ -183,10 +183,13 @@ def check_model_name(name: str, *, key: str = "model") -> None:
 
 
 def builds_for_input_size(name: str) -> bool:
-    """Whether the timm model ``name`` is one of hornet's, built for an ``img_size`` (GF filters, Swin windows)."""
+    """Whether the timm model ``name`` is built for an ``img_size``: hornet's (GF filters, Swin windows) and timm's with
+    a fixed input size (its Swin windows, ViT position embeddings)."""
     import timm
 
-    return name in REFERENCE_MODELS or timm.models.model_entrypoint(name).__module__.startswith("hornet.")
+    if name in REFERENCE_MODELS or timm.models.model_entrypoint(name).__module__.startswith("hornet."):
+        return True
+    return bool(timm.models.get_pretrained_cfg_value(name, "fixed_input_size"))
 
 
 def register_entrypoint(name: str, build: Callable[..., nn.Module], module: str, doc: str) -> None:
