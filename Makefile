@@ -48,7 +48,7 @@ GPU_MODELS := hornet_tiny_7x7_reference hornet_tiny_7x7 hornet_tiny_gf_reference
 GPU_BENCH := $(PY) -m hornet.cli bench --device cuda --batch-size 128 --img-size 224 --rounds 5 --steps 3 --peak \
 	--format markdown
 test-gpu:
-	@failed=""; step() { echo "== test-gpu: $$*"; "$$@" || failed="$$failed\n  $$*"; }; \
+	@failed=""; step() { echo "== test-gpu [$$(date +%T)]: $$*"; "$$@" || failed="$$failed\n  $$*"; }; \
 	step $(PY) -m pytest -m gpu -p no:cacheprovider -rs tests; \
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"; \

@@ -171,8 +171,8 @@ def test_fsdp_on_one_gpu_trains_gf_with_clipping_and_keeps_the_filter_fp32(tmp_p
     fsdp += ["--trainer.devices", "1"]
     args = ["fit", *TINY, *fsdp, "--model.backbone", "hornet_micro_gf", "--trainer.precision", precision]
     args += ["--trainer.gradient_clip_val", "1.0", "--data.init_args.batch_size", "16", "--runs_dir", str(tmp_path)]
-    assert main(args) == 0
-    state = _weights(tmp_path / "default")
+    assert main([*args, "--run_name", "fsdp"]) == 0  # without it the run is named after the last config: fsdp
+    state = _weights(tmp_path / "fsdp")
     filters = [v for k, v in state.items() if k.endswith("complex_weight")]
     assert filters and all(v.dtype == torch.float32 for v in filters)
 
