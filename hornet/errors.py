@@ -103,6 +103,19 @@ def exit_status(err: BaseException) -> int | None:
     return None
 
 
+def _union_errors(message: str) -> list[str]:
+    """The items of jsonargparse's "Errors:" list, each with its more-indented continuation lines: "- Problem with
+    given class_path 'X':" is followed by the reason ("Option 'limit_train' is not accepted") on the next line."""
+    items: list[tuple[int, list[str]]] = []  # (indent of the "- ", its lines)
+    for line in message.splitlines():
+        indent, text = len(line) - len(line.lstrip()), line.strip()
+        if text.startswith("- "):
+            items.append((indent, [text[2:]]))
+        elif items and text and indent > items[-1][0]:
+            items[-1][1].append(text)
+    return [" ".join(lines) for _, lines in items]
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line, without the wrapping some layers add: for an error re-raised from a
     DataLoader worker, the worker's own message; for a class that failed inside a jsonargparse Union type (the
@@ -112,7 +125,7 @@ def one_line(err: BaseException) -> str:
         last = message.strip().splitlines()[-1]  # "package.module.XError: the message"
         message = last.partition(": ")[2] or last
     if "Does not validate against any of the Union subtypes" in message:  # "Errors:\n  - ours\n  - Expected..."
-        errors = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+        errors = _union_errors(message)
         own = [e for e in errors if not e.startswith("Expected a <class 'NoneType'>")]
         message = own[0] if own else message
     return " ".join(message.split())

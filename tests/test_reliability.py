@@ -102,6 +102,8 @@ BAD_INPUTS = [
          "odd and >= 1"),
     case("keyword the model lacks", lambda t: _backbone_kwargs(t, order=[2, 3, 4, 5]), "model.backbone_kwargs",
          "'order'"),
+    case("option the datamodule lacks", lambda t: ["--data.init_args.limit_trainz", "5"],
+         "Option 'limit_trainz' is not accepted"),
     case("non-positive lr", lambda t: ["--model.lr", "0"], "model.lr must be > 0"),
     case("non-positive batch size", lambda t: ["--data.init_args.batch_size", "0"],
          "data.batch_size must be a positive integer"),
