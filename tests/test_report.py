@@ -13,10 +13,6 @@ from hornet.analysis.power import detectable_difference, paired_power, seeds_nee
 from hornet.analysis.results import load_suite, paired_difference, suite_power
 from hornet.cli import main
 
-# the dev extras; a GPU machine's own python may lack them (`make test-gpu` collects every module)
-nbformat = pytest.importorskip("nbformat")
-NotebookClient = pytest.importorskip("nbclient").NotebookClient
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -122,7 +118,11 @@ def test_report_compares_several_suites_and_rejects_bad_input(runs, capsys):
     assert "reference variant 'nope' is not in" in capsys.readouterr().err
 
 
-def _execute(name: str, env: dict, tmp_path: Path) -> nbformat.NotebookNode:
+def _execute(name: str, env: dict, tmp_path: Path):
+    """The notebook executed headless; skips where the dev extras are absent (a GPU machine's own python, whose
+    `make test-gpu` collects every module)."""
+    nbformat = pytest.importorskip("nbformat")
+    NotebookClient = pytest.importorskip("nbclient").NotebookClient
     notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
