@@ -153,6 +153,12 @@ def test_suites_share_the_smoke_scale(capsys):
     )
     assert (model["schedule"], model["step_epochs"], coco["trainer"]["max_epochs"]) == ("step", [8, 11], 12)
     assert coco["data"]["class_path"] == "hornet.data.COCODataModule"
+    # its longer schedule on the scenes: 6x the smoke scale's steps, the same variants and recipe
+    long = _resolved(capsys, detection, EXPERIMENTS / "detection" / "scenes_long.yaml")
+    smoke = _resolved(capsys, detection)
+    assert long["ablation"]["name"] == "horfpn_detection_ablation_long" and len(long["ablation"]["variants"]) == 3
+    steps = {c["trainer"]["max_epochs"] * c["data"]["init_args"]["train_scenes"] for c in (long, smoke)}
+    assert max(steps) == 6 * min(steps) and long["model"] == smoke["model"]
 
 
 def test_a_base_chain_applies_in_order_and_bad_bases_are_one_line_errors(tmp_path, capsys):
