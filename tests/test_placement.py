@@ -67,6 +67,22 @@ def test_profile_reports_placement_models(capsys):
     assert lines[1].startswith("convnext_micro_plain,32,") and lines[2].startswith("swin_micro_gnconv,32,")
 
 
-def test_placement_models_have_no_weights_to_download():
+def test_placement_models_have_no_weights_to_download():  # without a checkpoint file
     with pytest.raises(ValueError, match="has no pretrained weights"):
         timm.create_model("swin_micro_gnconv", pretrained=True)
+
+
+@pytest.mark.parametrize(
+    "name", ["swin_micro_gnconv", "convnext_micro_plain", "vit_iso_micro_gnconv", "hornet_iso_micro"]
+)
+def test_a_hornet_fit_checkpoint_loads_into_an_ablation_model(tmp_path, name):
+    """The analyses rebuild a run's model from its checkpoint (``backbone.*``) with timm's pretrained file overlay."""
+    trained = timm.create_model(name, num_classes=10, in_chans=1, img_size=32)
+    state = {f"backbone.{key}": value for key, value in trained.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"backbone": name}}, tmp_path / "best.ckpt")
+    overlay = dict(file=str(tmp_path / "best.ckpt"))
+    loaded = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=10, in_chans=1,
+                               img_size=32)  # fmt: skip
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert loaded.pretrained_cfg["state_dict"] is None  # no second copy of the weights kept

@@ -14,6 +14,7 @@ __all__ = [
     "WEIGHT_CHOICES",
     "checkpoint_filter_fn",
     "describe_state_dict_mismatch",
+    "local_weights_overlay",
     "read_released_checkpoint",
     "resize_complex_weight",
 ]
@@ -79,6 +80,23 @@ def resize_complex_weight(weight: torch.Tensor, size: tuple[int, int]) -> torch.
 def _describe(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def local_weights_overlay(pretrained: bool, overlay: Mapping | None, *, classifier: str = "head") -> dict:
+    """A builder's ``pretrained_cfg_overlay`` with a local checkpoint (``file``, and ``weights``: raw or EMA) read
+    here into ``state_dict`` (the released format, timm's, or a ``hornet fit`` checkpoint), so timm's builder loads
+    it with its own in_chans / num_classes adaptation and strict checks. ``classifier`` is the model's
+    classifier module (its pretrained_cfg's): the file's own head size decides whether timm keeps it."""
+    overlay = dict(overlay or {})
+    weights = overlay.pop("weights", "raw")
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"pretrained_cfg_overlay weights must be one of {WEIGHT_CHOICES}; got {weights!r}")
+    if pretrained and overlay.get("file"):
+        state_dict = read_released_checkpoint(overlay["file"], weights=weights)
+        overlay["state_dict"] = state_dict
+        if f"{classifier}.weight" in state_dict:
+            overlay.setdefault("num_classes", state_dict[f"{classifier}.weight"].shape[0])
+    return overlay
 
 
 def describe_state_dict_mismatch(

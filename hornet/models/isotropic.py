@@ -28,6 +28,7 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from hornet.models.convert import local_weights_overlay
 from hornet.models.hornet import HorBlock, PooledClassifierHead
 from hornet.models.variants import register_entrypoint
 from hornet.ops import GnConv
@@ -232,8 +233,9 @@ def isotropic_kwargs(name: str, **overrides) -> dict:
 
 def create_isotropic_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build one of ``ISOTROPIC`` through timm's builder; kwargs override its constructor arguments."""
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations)")
+    local = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None))
+    if pretrained and "state_dict" not in local:
+        raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations): give a checkpoint file")
     base = name.removesuffix("_matched")
     model_cls: Callable[..., nn.Module] = IsotropicHorNet if base.startswith("hornet") else IsotropicViT
     model_args = isotropic_kwargs(base, **kwargs)
@@ -241,12 +243,14 @@ def create_isotropic_model(name: str, pretrained: bool = False, **kwargs) -> nn.
     overlay = dict(input_size=(model_args.get("in_chans", 3), height, width))
     if model_cls is IsotropicHorNet:
         overlay["pool_size"] = (height // model_args["patch_size"], width // model_args["patch_size"])
-    overlay |= model_args.pop("pretrained_cfg_overlay", None) or {}
+    overlay |= local
     depth = model_args["depth"]
     feature_cfg = dict(out_indices=tuple(range(max(depth - 4, 0), depth)), feature_cls="getter")  # the last 4 blocks
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls, name, pretrained, pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, **model_args
     )
+    model.pretrained_cfg["state_dict"] = None  # the weights are in the model now; do not keep a second copy
+    return model
 
 
 for _name in ISOTROPIC:

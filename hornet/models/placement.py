@@ -24,6 +24,7 @@ from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
 from torch import nn
 
+from hornet.models.convert import local_weights_overlay
 from hornet.models.variants import register_entrypoint
 from hornet.ops import GnConv
 
@@ -158,8 +159,9 @@ def create_placement_model(
     """Build one of ``PLACEMENTS`` through timm's builder; ``depths`` and ``base_dim`` override its size (FLOPs
     matching, hornet.models.matching); kwargs go to timm's ConvNeXt / SwinTransformer (num_classes, in_chans,
     features_only, ...)."""
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations)")
+    local = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None), classifier="head.fc")
+    if pretrained and "state_dict" not in local:
+        raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations): give a checkpoint file")
     family, size_name, kind = name.split("_")
     size = PlacementSize(base_dim or SIZES[size_name].base_dim, tuple(depths or SIZES[size_name].depths))
     orders = _check_per_stage("orders", orders, int)
@@ -167,12 +169,14 @@ def create_placement_model(
     model_cls = PlacementConvNeXt if family == "convnext" else PlacementSwin
     height, width = to_2tuple(img_size)
     overlay = dict(input_size=(kwargs.get("in_chans", 3), height, width), pool_size=(height // 16, width // 16))
-    overlay |= kwargs.pop("pretrained_cfg_overlay", None) or {}
+    overlay |= local
     feature_cfg = dict(out_indices=(0, 1, 2, 3), flatten_sequential=True)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls, name, pretrained, pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, size=size,
         gnconv=kind == "gnconv", orders=orders, mixers=mixers, scale=scale, img_size=img_size, **kwargs,
     )  # fmt: skip
+    model.pretrained_cfg["state_dict"] = None  # the weights are in the model now; do not keep a second copy
+    return model
 
 
 for _name in PLACEMENTS:

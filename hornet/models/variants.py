@@ -18,7 +18,7 @@ from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from hornet.models.convert import WEIGHT_CHOICES, checkpoint_filter_fn, read_released_checkpoint
+from hornet.models.convert import checkpoint_filter_fn, local_weights_overlay
 from hornet.models.hornet import HorNet, stage_feature_sizes
 from hornet.models.reference import ReferenceHorNet
 
@@ -127,17 +127,7 @@ def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
     reference = name.endswith(REFERENCE_SUFFIX)
     name = name.removesuffix(REFERENCE_SUFFIX)
     variant, model_cls = VARIANTS[name], ReferenceHorNet if reference else HorNet
-    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    weights = overlay.pop("weights", "raw")
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"pretrained_cfg_overlay weights must be one of {WEIGHT_CHOICES}; got {weights!r}")
-    if pretrained and overlay.get("file"):
-        # Read the released format ourselves (Namespace under "args", raw vs EMA) and hand timm the state dict,
-        # so its in_chans / num_classes adaptation and strict loading still apply.
-        state_dict = read_released_checkpoint(overlay["file"], weights=weights)
-        overlay["state_dict"] = state_dict
-        if "head.weight" in state_dict:  # the file's own head size decides whether timm keeps the classifier
-            overlay.setdefault("num_classes", state_dict["head.weight"].shape[0])
+    overlay = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None))
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     model_args = {**variant.model_args(), **kwargs}
     if "img_size" in kwargs or "stem_stride" in kwargs:
