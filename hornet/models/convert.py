@@ -82,15 +82,22 @@ def _describe(keys: list[str], limit: int = 6) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def local_weights_overlay(pretrained: bool, overlay: Mapping | None, *, classifier: str = "head") -> dict:
+def local_weights_overlay(
+    pretrained: bool, overlay: Mapping | None, *, classifier: str = "head", unreleased: str | None = None
+) -> dict:
     """A builder's ``pretrained_cfg_overlay`` with a local checkpoint (``file``, and ``weights``: raw or EMA) read
     here into ``state_dict`` (the released format, timm's, or a ``hornet fit`` checkpoint), so timm's builder loads
     it with its own in_chans / num_classes adaptation and strict checks. ``classifier`` is the model's
-    classifier module (its pretrained_cfg's): the file's own head size decides whether timm keeps it."""
+    classifier module (its pretrained_cfg's): the file's own head size decides whether timm keeps it. ``unreleased``
+    names a model without released weights: ``pretrained`` without a file is then a ValueError."""
     overlay = dict(overlay or {})
     weights = overlay.pop("weights", "raw")
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"pretrained_cfg_overlay weights must be one of {WEIGHT_CHOICES}; got {weights!r}")
+    if pretrained and unreleased and not overlay.get("file"):
+        raise ValueError(
+            f"{unreleased} has no pretrained weights (it is defined here for ablations): give a checkpoint file"
+        )
     if pretrained and overlay.get("file"):
         state_dict = read_released_checkpoint(overlay["file"], weights=weights)
         overlay["state_dict"] = state_dict

@@ -233,9 +233,7 @@ def isotropic_kwargs(name: str, **overrides) -> dict:
 
 def create_isotropic_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build one of ``ISOTROPIC`` through timm's builder; kwargs override its constructor arguments."""
-    local = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None))
-    if pretrained and "state_dict" not in local:
-        raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations): give a checkpoint file")
+    local = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None), unreleased=name)
     base = name.removesuffix("_matched")
     model_cls: Callable[..., nn.Module] = IsotropicHorNet if base.startswith("hornet") else IsotropicViT
     model_args = isotropic_kwargs(base, **kwargs)

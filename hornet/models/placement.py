@@ -132,10 +132,13 @@ class PlacementSwin(SwinTransformer):
                     block.__class__ = GnConvSwinBlock
 
 
+CLASSIFIER = "head.fc"  # timm's ConvNeXt / Swin classifier module
+
+
 def _default_cfg(family: str) -> dict:
     return dict(
         url="", num_classes=1000, input_size=(3, IMG_SIZE, IMG_SIZE), pool_size=(2, 2), crop_pct=1.0,
-        interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, classifier="head.fc",
+        interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, classifier=CLASSIFIER,
         first_conv="stem.0" if family == "convnext" else "patch_embed.proj",
         description=f"timm {family} at a small HorNet's width and depth, for gnConv placement ablations",
     )  # fmt: skip
@@ -159,9 +162,9 @@ def create_placement_model(
     """Build one of ``PLACEMENTS`` through timm's builder; ``depths`` and ``base_dim`` override its size (FLOPs
     matching, hornet.models.matching); kwargs go to timm's ConvNeXt / SwinTransformer (num_classes, in_chans,
     features_only, ...)."""
-    local = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None), classifier="head.fc")
-    if pretrained and "state_dict" not in local:
-        raise ValueError(f"{name} has no pretrained weights (it is defined here for ablations): give a checkpoint file")
+    local = local_weights_overlay(
+        pretrained, kwargs.pop("pretrained_cfg_overlay", None), classifier=CLASSIFIER, unreleased=name
+    )
     family, size_name, kind = name.split("_")
     size = PlacementSize(base_dim or SIZES[size_name].base_dim, tuple(depths or SIZES[size_name].depths))
     orders = _check_per_stage("orders", orders, int)
