@@ -17,8 +17,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from hornet.analysis.detections import class_name, detection_sheet, draw_detections
-from hornet.analysis.masks import mask_image, mask_sheet
+from hornet.analysis.draw.detections import class_name, detection_sheet, draw_detections
+from hornet.analysis.draw.masks import mask_image, mask_sheet
 from hornet.errors import interrupted_by, raise_if_interrupted
 from hornet.files import write_atomic
 

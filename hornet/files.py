@@ -36,9 +36,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO], None], *, binary
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except OSError as err:
+    except BaseException as err:  # a signal too: no half-written temporary file is left behind
         temporary.unlink(missing_ok=True)
-        if isinstance(err, OutputError):
+        if not isinstance(err, OSError) or isinstance(err, OutputError):
             raise
         reason = err.strerror or str(err)
         kept = "the previous file is unchanged" if path.exists() else "nothing was written"
@@ -54,15 +54,18 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 
 def check_writable_dir(directory: str | os.PathLike, *, key: str) -> None:
-    """Create ``directory`` and write a probe file in it, so an unwritable output fails before any training.
+    """Fail before any training unless ``directory`` can be written: it, or its nearest existing parent, must be a
+    folder that takes a file. Nothing is left behind (a rejected command leaves no run directory).
 
     ``key`` names the setting the directory comes from (``--runs_dir``, ``ablation.output_dir``); an unusable
     directory is a ``ValueError`` of that setting.
     """
-    directory = Path(directory)
+    directory = Path(directory).absolute()
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write_probe.{os.getpid()}"
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        probe = existing / f".write_probe.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:

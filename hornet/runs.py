@@ -19,6 +19,7 @@ The runner, the results table, the report and the notebooks all read runs throug
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -33,13 +34,23 @@ from pathlib import Path
 from hornet.files import write_json
 
 __all__ = [
-    "BEST_PREFIX", "RESULT_FILE", "RunDir", "RunResult", "class_args", "git_commit", "result_columns", "run_metadata",
-    "suite_run_dir", "suite_runs",
+    "BEST_PREFIX", "BOOKKEEPING_KEYS", "DEFAULT_RUNS_DIR", "RESULT_FILE", "RunDir", "RunResult", "class_args",
+    "config_hash", "git_commit", "result_columns", "run_metadata", "suite_run_dir", "suite_runs",
 ]  # fmt: skip
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the repository, for an editable install
 CONFIG_FILE, META_FILE, METRICS_FILE, RESULT_FILE = "config.yaml", "meta.json", "metrics.csv", "result.json"
 BEST_PREFIX = "best-"  # checkpoints/best-epochNNN-<metric>X.ckpt: the best epoch by the task's monitored metric
+DEFAULT_RUNS_DIR = "runs"  # the runs root: single runs in runs/<run_name>, suites in runs/<suite name> (--runs_dir)
+# Keys of a run's config that say where it is written and what it starts from, not what it computes: not hashed.
+BOOKKEEPING_KEYS = ("ablation", "base", "run_name", "runs_dir", "ckpt_path")
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of what a run computes: its resolved config (hornet.config.resolve_config, so layout and
+    spelling do not change it) without the bookkeeping keys."""
+    payload = {key: value for key, value in config.items() if key not in BOOKKEEPING_KEYS}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def class_args(section: dict) -> dict:

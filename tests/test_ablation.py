@@ -13,10 +13,9 @@ import yaml
 from signal_at_step import signal_at_step
 
 from hornet.ablation import AblationConfig, AblationVariant, plan_runs, select_runs, variant_config
-from hornet.ablation.spec import config_hash
 from hornet.ablation.store import RunLock, rebuild_results
 from hornet.cli import main
-from hornet.runs import RunDir, RunResult, class_args
+from hornet.runs import RunDir, RunResult, class_args, config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = sorted((ROOT / "experiments").glob("*_ablation.yaml"))
@@ -41,7 +40,7 @@ def _suite_file(tmp_path, *, train_size=64, epochs=1, seeds=(0,), orders3=(3, 3,
             "variants": [
                 {"name": "order2", "overrides": {"model.backbone_kwargs.orders": [2, 2, 2, 2]}},
                 {"name": "order3", "overrides": order3},
-                {"name": "lr_low", "overrides": {"model.lr": 1e-4}},
+                {"name": "lr_low", "overrides": {"model.recipe.lr": 1e-4}},
             ],
         },
     }
@@ -154,7 +153,7 @@ def test_suite_runs_resumes_and_refuses_changed_configs(tmp_path, capsys):
         assert row["epochs"] == "1" and len(row["config_hash"]) == 16
     assert [json.loads(r["overrides"]) for r in rows] == [
         {"model.backbone_kwargs.orders": [2, 2, 2, 2]}, {"model.backbone_kwargs.orders": [3, 3, 3, 3]},
-        {"model.lr": 1e-4},
+        {"model.recipe.lr": 1e-4},
     ]  # fmt: skip
     assert int(rows[1]["params"]) > int(rows[0]["params"])  # order 3 has more projections than order 2
     alone = tmp_path / "suite" / "order3" / "seed0" / "config.yaml"
@@ -184,9 +183,9 @@ def test_suite_runs_resumes_and_refuses_changed_configs(tmp_path, capsys):
 
 def test_failed_variant_is_recorded_and_the_suite_goes_on(tmp_path):
     suite = _suite_file(tmp_path)
-    assert main(["fit", "--config", str(suite), "--model.lr", "-1"]) == 2  # every variant is validated first
+    assert main(["fit", "--config", str(suite), "--model.recipe.lr", "-1"]) == 2  # every variant is validated first
     config = yaml.safe_load(suite.read_text())
-    config["ablation"]["variants"][0]["overrides"]["model.lr"] = 1e30  # trains into a non-finite loss
+    config["ablation"]["variants"][0]["overrides"]["model.recipe.lr"] = 1e30  # trains into a non-finite loss
     suite.write_text(yaml.safe_dump(config))
     assert main(["fit", "--config", str(suite)]) == 0
     status = {r["variant"]: r["status"] for r in _rows(tmp_path)}

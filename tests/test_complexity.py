@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from hornet.analysis import profile_model
-from hornet.analysis.paper import PAPER_ADE20K_UPERNET, PAPER_COCO_CASCADE_3X, PAPER_TABLE1, DenseRow, dense_command
+from hornet.analysis.measure.complexity import profile_model
+from hornet.analysis.stats.paper import (
+    PAPER_ADE20K_UPERNET,
+    PAPER_COCO_CASCADE_3X,
+    PAPER_TABLE1,
+    DenseRow,
+    dense_command,
+)
 from hornet.cli import main
 
 FVCORE_G = {  # the paper's own fvcore figures (docs/reference.md)
@@ -72,7 +78,7 @@ def test_debug_shows_the_traceback():
 
 
 def test_the_release_dense_tables_in_code_match_the_reference_docs():
-    """hornet.analysis.paper's ADE20K and COCO rows are the values docs/reference.md quotes from the release."""
+    """hornet.analysis.stats.paper's ADE20K and COCO rows are the values docs/reference.md quotes from the release."""
     text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text().split())
     coco = text.split("**COCO val, Cascade Mask R-CNN")[1].split("**ADE20K")[0]
     ade = text.split("**ADE20K val, UperNet")[1].split("The release has HorFPN")[0]

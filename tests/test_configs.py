@@ -34,9 +34,23 @@ def _stated(recipe: Path) -> tuple[int, float]:
     return _stated(recipe.parent / yaml.safe_load(text)["base"])
 
 
+# overlays -> the config their header gives them after (a suite's recipe, which an overlay changes in part)
+OVERLAYS = {
+    "scale/cpu_full.yaml": "order_ablation.yaml",
+    "paper/imagenet_overlay.yaml": "order_ablation.yaml",
+    "segmentation/scenes_long.yaml": "horfpn_ablation.yaml",
+    "segmentation/ade20k_upernet.yaml": "horfpn_ablation.yaml",
+    "detection/scenes_long.yaml": "horfpn_detection_ablation.yaml",
+    "detection/coco_mask_rcnn_1x.yaml": "horfpn_detection_ablation.yaml",
+}
+
+
 @pytest.mark.parametrize("path", [ROOT / "lightning_cli.yaml", *sorted((ROOT / "experiments").rglob("*.yaml"))])
 def test_every_config_parses(path, capsys):
     args = [] if path.name == "lightning_cli.yaml" else ["--config", str(path)]
+    overlaid = OVERLAYS.get(str(path.relative_to(EXPERIMENTS))) if path.is_relative_to(EXPERIMENTS) else None
+    if overlaid:
+        args = ["--config", str(EXPERIMENTS / overlaid), *args]
     with pytest.raises(SystemExit) as done:
         main(["fit", *args, "--print_config"])
     assert done.value.code in (0, None)
@@ -46,16 +60,34 @@ def test_every_config_parses(path, capsys):
 
 def test_configs_compose_later_wins(tmp_path, capsys):
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    first.write_text("model:\n  lr: 0.1\n  weight_decay: 0.2\n")
-    second.write_text("model:\n  lr: 0.3\n  min_lr: ${.lr}\n")
+    first.write_text("model:\n  recipe:\n    lr: 0.1\n    weight_decay: 0.2\n")
+    second.write_text("model:\n  recipe:\n    lr: 0.3\n    min_lr: ${.lr}\n")
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(first), "--config", str(second), "--print_config"])
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert (
-        class_args(config["model"])["lr"] == 0.3
-        and class_args(config["model"])["weight_decay"] == 0.2
-        and class_args(config["model"])["min_lr"] == 0.3
+    recipe = class_args(yaml.safe_load(capsys.readouterr().out)["model"])["recipe"]
+    assert (recipe["lr"], recipe["weight_decay"], recipe["min_lr"]) == (0.3, 0.2, 0.3)
+
+
+def test_a_config_in_the_flat_layout_of_earlier_runs_still_loads(tmp_path, capsys):
+    """Runs saved before the recipe and the detector were one object each (flat model.lr, model.neck, ...)."""
+    flat = tmp_path / "old.yaml"
+    flat.write_text("model:\n  lr: 0.1\n  drop_path_rate: 0.2\n  label_smoothing: 0.1\noptimizer: null\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(flat), "--print_config"])
+    model = class_args(yaml.safe_load(capsys.readouterr().out)["model"])
+    assert (model["recipe"]["lr"], model["recipe"]["drop_path_rate"], model["label_smoothing"]) == (0.1, 0.2, 0.1)
+    detection = tmp_path / "old_detection.yaml"
+    detection.write_text(
+        "model:\n  class_path: hornet.lit.DetectionModule\n  init_args:\n    detector: faster_rcnn\n"
+        "    neck: horfpn_gf\n    lr: 0.002\n"
     )
+    scenes = EXPERIMENTS / "detection" / "scenes.yaml"
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(scenes), "--config", str(detection), "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    detector = model["detector"]
+    assert (detector["kind"], detector["neck"], model["recipe"]["lr"]) == ("faster_rcnn", "horfpn_gf", 0.002)
+    assert detector["channels"] == 64  # the rest of scenes.yaml's detector stays
 
 
 PAPER_1K = {  # docs/reference.md: drop path, clip, RandAugment magnitude
@@ -72,12 +104,13 @@ PAPER_1K = {  # docs/reference.md: drop path, clip, RandAugment magnitude
 def test_paper_imagenet_1k_recipes(name, capsys):
     config = _resolved(capsys, ROOT / "experiments" / "paper" / f"{name}.yaml")
     trainer, model, data = config["trainer"], class_args(config["model"]), config["data"]["init_args"]
+    recipe = model["recipe"]
     drop_path, clip, magnitude = PAPER_1K[name]
     global_batch = trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] * data["batch_size"]
-    assert global_batch == 4096 and model["lr"] == 4e-3 and model["lr_scaling"] == "linear"
-    assert (model["drop_path_rate"], trainer["gradient_clip_val"]) == (drop_path, clip)
+    assert global_batch == 4096 and recipe["lr"] == 4e-3 and recipe["lr_scaling"] == "linear"
+    assert (recipe["drop_path_rate"], trainer["gradient_clip_val"]) == (drop_path, clip)
     assert data["auto_augment"] == f"rand-m{magnitude}-mstd0.5-inc1" and data["re_prob"] == 0.25
-    assert (model["weight_decay"], model["warmup_epochs"], model["min_lr"], trainer["max_epochs"]) == (
+    assert (recipe["weight_decay"], recipe["warmup_epochs"], recipe["min_lr"], trainer["max_epochs"]) == (
         0.05,
         20,
         1e-6,
@@ -90,18 +123,20 @@ def test_paper_imagenet_1k_recipes(name, capsys):
 def test_paper_large_22k_and_384_finetune_recipes(capsys):
     pre = _resolved(capsys, ROOT / "experiments" / "paper" / "hornet_large_gf_in22k.yaml")
     t, m, d = pre["trainer"], class_args(pre["model"]), pre["data"]["init_args"]
+    r = m["recipe"]
     assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 4096
-    assert (t["max_epochs"], m["weight_decay"], m["warmup_epochs"], m["drop_path_rate"], t["gradient_clip_val"]) == (
+    assert (t["max_epochs"], r["weight_decay"], r["warmup_epochs"], r["drop_path_rate"], t["gradient_clip_val"]) == (
         90, 0.1, 5, 0.2, 1,
     )  # fmt: skip
     assert m["ema_decay"] is None and d["val_size"] == 10000 and d["root"].endswith("imagenet22k")
     ft = _resolved(capsys, ROOT / "experiments" / "paper" / "hornet_large_gf_img384_ft1k.yaml")
     t, m, d = ft["trainer"], class_args(ft["model"]), ft["data"]["init_args"]
+    r = m["recipe"]
     assert t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"] * d["batch_size"] == 512
-    assert (m["lr"], m["lr_scaling"], m["weight_decay"], m["warmup_epochs"], m["layer_decay"]) == (
+    assert (r["lr"], r["lr_scaling"], r["weight_decay"], r["warmup_epochs"], r["layer_decay"]) == (
         5e-5, "none", 1e-8, 0, 0.7,
     )  # fmt: skip
-    assert (t["max_epochs"], m["drop_path_rate"], t["gradient_clip_val"], m["ema_decay"]) == (30, 0.4, 1, 0.9999)
+    assert (t["max_epochs"], r["drop_path_rate"], t["gradient_clip_val"], m["ema_decay"]) == (30, 0.4, 1, 0.9999)
     assert m["mixup"] == 0 and m["cutmix"] == 0 and d["img_size"] == 384 and d["crop_pct"] == 1.0
     assert m["backbone"] == "hornet_large_gf_img384" and m["backbone_kwargs"]["pretrained"] is True
 
@@ -112,7 +147,9 @@ def test_strategy_overlays_keep_each_recipes_global_batch_and_lr(recipe, strateg
     config = _resolved(capsys, recipe, *([strategy] if strategy else []))
     trainer, model, data = config["trainer"], class_args(config["model"]), config["data"]["init_args"]
     global_batch = trainer["devices"] * trainer["num_nodes"] * data["batch_size"] * trainer["accumulate_grad_batches"]
-    lr = model["lr"] * global_batch / 4096 if model["lr_scaling"] == "linear" else model["lr"]
+    optimisation = model["recipe"]
+    rate, scaling = optimisation["lr"], optimisation["lr_scaling"]
+    lr = rate * global_batch / 4096 if scaling == "linear" else rate
     assert (global_batch, lr) == pytest.approx(_stated(recipe))
     if strategy is not None:
         overlay = yaml.safe_load(strategy.read_text())
@@ -145,13 +182,20 @@ def test_suites_share_the_smoke_scale(capsys):
     coco = _resolved(capsys, detection, EXPERIMENTS / "detection" / "coco_mask_rcnn_1x.yaml")
     assert coco["ablation"]["name"] == "horfpn_detection_ablation_coco" and len(coco["ablation"]["variants"]) == 3
     model = coco["model"]["init_args"]
-    assert (model["backbone"], model["channels"], model["lr"], model["weight_decay"]) == (
+    assert (
+        model["backbone"],
+        model["detector"]["channels"],
+        model["recipe"]["lr"],
+        model["recipe"]["weight_decay"],
+    ) == (
         "hornet_small_7x7",
         256,
         1e-4,
         0.05,
     )
-    assert (model["schedule"], model["step_epochs"], coco["trainer"]["max_epochs"]) == ("step", [8, 11], 12)
+    assert (model["recipe"]["schedule"], model["recipe"]["step_epochs"], coco["trainer"]["max_epochs"]) == (
+        "step", [8, 11], 12,
+    )  # fmt: skip
     assert coco["data"]["class_path"] == "hornet.data.COCODataModule"
     # its longer schedule on the scenes: 6x the smoke scale's steps, the same variants and recipe
     long = _resolved(capsys, detection, EXPERIMENTS / "detection" / "scenes_long.yaml")
@@ -168,7 +212,8 @@ def test_a_base_chain_applies_in_order_and_bad_bases_are_one_line_errors(tmp_pat
     (tmp_path / "child.yaml").write_text("base: sub/parent.yaml\nmodel:\n  weight_decay: 0.2\n")
     config = _resolved(capsys, tmp_path / "child.yaml")
     assert (config["trainer"]["max_epochs"], config["trainer"]["devices"]) == (5, 3)  # parent over grand, grand kept
-    assert (class_args(config["model"])["lr"], class_args(config["model"])["weight_decay"]) == (0.5, 0.2)
+    recipe = class_args(config["model"])["recipe"]  # flat keys (the layout before model.recipe) move into it
+    assert (recipe["lr"], recipe["weight_decay"]) == (0.5, 0.2)
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
     for name, problem in (("loop", "includes itself"), ("orphan", "does not exist")):

@@ -115,8 +115,9 @@ def test_fit_on_an_image_folder_then_predict_a_folder_of_images(tmp_path):
         "--model.backbone", "hornet_micro_7x7", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
         "--runs_dir", str(tmp_path / "runs"), "--run_name", "folder",
     ]  # fmt: skip
-    assert main(["fit", *common]) == 0
-    assert main(["predict", *common, "--data.init_args.predict_dir", str(tmp_path / "loose")]) == 0
+    by_name = ["--runs_dir", str(tmp_path / "runs"), "--run_name", "folder"]  # the run's own config, found by name
+    assert main(["fit", *common]) == 0 and main(["test", *by_name]) == 0
+    assert main(["predict", *by_name, "--data.init_args.predict_dir", str(tmp_path / "loose")]) == 0
     with (tmp_path / "runs" / "folder" / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["file"] for r in rows] == [str(loose / f"img{i}.jpg") for i in range(3)]

@@ -13,13 +13,14 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from torchmetrics.detection import MeanAveragePrecision
 
-from hornet.analysis.complexity import count_complexity
+from hornet.analysis.measure.complexity import count_complexity
 from hornet.cli import main
 from hornet.data import COCODataModule
 from hornet.data.fashion_mnist import CLASSES, DEBIAN_FASHION_MNIST, load_split
 from hornet.data.scenes import FOREGROUND, MIN_INSTANCE_PIXELS, SceneSpec, generate_scenes, scene_instances
 from hornet.lit.detection import DetectionModule, coco_scores
-from hornet.models.detector import NECKS, DetectorCost, create_detector, create_neck
+from hornet.lit.recipe import Recipe
+from hornet.models.detector import NECKS, DetectorCost, DetectorSpec, create_detector, create_neck
 from hornet.models.segmentor import create_feature_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +70,8 @@ def test_horfpn_neck_costs_about_half_of_fpn(backbone, img_size, in_chans, fpn_g
     for neck in NECKS:
         with torch.device("meta"):
             detector = create_detector(
-                backbone, num_classes=10 if small else 80, in_chans=in_chans, img_size=img_size, neck=neck,
-                backbone_kwargs={"stem_stride": 4} if small else {}, **(SMOKE if small else {}),
+                backbone, DetectorSpec(neck=neck, **(SMOKE if small else {})), num_classes=10 if small else 80,
+                in_chans=in_chans, img_size=img_size, backbone_kwargs={"stem_stride": 4} if small else {},
             )  # fmt: skip
         counted = count_complexity(
             DetectorCost(detector), img_size, in_chans=in_chans, parts={"neck": "detector.backbone.neck"}
@@ -83,10 +84,11 @@ def test_horfpn_neck_costs_about_half_of_fpn(backbone, img_size, in_chans, fpn_g
 
 
 def test_detector_cost_counts_the_same_on_the_meta_device_and_runs_for_real():
-    kwargs = dict(num_classes=3, in_chans=1, img_size=64, backbone_kwargs={"stem_stride": 4}, **SMOKE)
+    kwargs = dict(num_classes=3, in_chans=1, img_size=64, backbone_kwargs={"stem_stride": 4})
+    spec = DetectorSpec(**SMOKE)
     with torch.device("meta"):
-        meta = count_complexity(DetectorCost(create_detector("hornet_micro_gf", **kwargs)), 64, in_chans=1)
-    real = DetectorCost(create_detector("hornet_micro_gf", **kwargs))
+        meta = count_complexity(DetectorCost(create_detector("hornet_micro_gf", spec, **kwargs)), 64, in_chans=1)
+    real = DetectorCost(create_detector("hornet_micro_gf", spec, **kwargs))
     assert count_complexity(real, 64, in_chans=1).macs == meta.macs
     out = real(torch.randn(2, 1, 64, 64))  # a batch of 2: every RoI count is per image
     rpn = 3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1) * 5  # objectness + 4 deltas per anchor, 3 anchors, 5 levels
@@ -201,7 +203,7 @@ def test_coco_reader_round_trips_a_generated_tree(tmp_path):
 def test_bad_coco_annotations_are_one_line_and_exit_2(tmp_path, capsys, break_it, message):
     root = _coco_tree(tmp_path / "coco", annotations={"train2017": break_it})
     config = {
-        "model": {"class_path": "hornet.lit.DetectionModule", "init_args": SMOKE},
+        "model": {"class_path": "hornet.lit.DetectionModule", "init_args": {"detector": SMOKE}},
         "data": {"class_path": "hornet.data.COCODataModule", "init_args": {"root": str(root), "val_size": 1}},
     }
     status = main(["fit", "--config", json.dumps(config), "--runs_dir", str(tmp_path), "--run_name", "bad"])
@@ -226,8 +228,10 @@ def test_invalid_boxes_skip_drops_them(tmp_path):
 def test_step_schedule_decays_tenfold_at_8_and_11_of_12_epochs():
     from test_training import _fake_trainer
 
-    module = DetectionModule(num_classes=3, in_chans=1, img_size=64, backbone_kwargs={"stem_stride": 4}, lr=1e-3,
-                             warmup_epochs=0.5, schedule="step", **SMOKE)  # fmt: skip
+    module = DetectionModule(
+        num_classes=3, in_chans=1, img_size=64, backbone_kwargs={"stem_stride": 4},
+        recipe=Recipe(lr=1e-3, warmup_epochs=0.5, schedule="step"), detector=DetectorSpec(**SMOKE),
+    )  # fmt: skip
     module._trainer = _fake_trainer(steps=1200, epochs=12, batches=100)
     schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
     assert schedule(49) < 1 and schedule(50) == 1 and schedule(799) == 1
@@ -243,7 +247,8 @@ def test_a_short_detection_fit_writes_map_and_predict_draws_detections(tmp_path)
         str(tmp_path / "cache"), "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
         "--runs_dir", str(tmp_path), "--run_name", "det",
     ]  # fmt: skip
-    assert main(["fit", *common]) == 0 and main(["test", *common]) == 0
+    by_name = ["--runs_dir", str(tmp_path), "--run_name", "det"]  # test and predict find the run's own config
+    assert main(["fit", *common]) == 0 and main(["test", *by_name]) == 0
     rows = list(csv.DictReader((tmp_path / "det" / "metrics.csv").open()))
     validated = next(row for row in rows if row.get("val/bbox_mAP"))
     tested = rows[-1]
@@ -255,7 +260,7 @@ def test_a_short_detection_fit_writes_map_and_predict_draws_detections(tmp_path)
     ):
         assert 0 <= float(value) <= 1
     assert any(key.startswith("test/bbox_AP/") for key in tested)  # per class at test
-    assert main(["predict", *common]) == 0
+    assert main(["predict", *by_name]) == 0
     predictions = tmp_path / "det" / "predictions"
     assert len(list(predictions.glob("0000*.png"))) == 32 and (predictions / "sheet.png").is_file()
     records = json.loads((predictions / "detections.json").read_text())

@@ -115,7 +115,7 @@ def test_bf16_mixed_training_tracks_fp32():
 
 
 def test_grad_checkpointing_lowers_peak_memory():
-    from hornet.analysis.benchmark import BenchConfig, measure_peak_memory
+    from hornet.analysis.measure.benchmark import BenchConfig, measure_peak_memory
 
     config = dict(batch_size=8, img_size=128, rounds=1, steps=1)  # activations dominate the footprint
     plain = measure_peak_memory("hornet_nano_7x7", "train", BenchConfig(**config))
@@ -134,3 +134,16 @@ def test_bench_fit_compares_hornet_fit_with_a_plain_loop(capsys):
     assert float(plain[1]) > 0 and float(fit[1]) > 0
     assert float(fit[3]) == pytest.approx(float(fit[1]) / float(plain[1]), abs=2e-3)  # the ratio is fit / plain
     assert float(lines[-1].rpartition(": ")[2]) == float(fit[3])
+
+
+def test_hor_block_has_one_path_whatever_the_grad_mode():
+    """The block's kernels follow its mode (train: matmuls; eval: 1x1 convolutions), never grad mode: FX traces the
+    same graph with and without grad, and both modes compute the same block."""
+    from hornet.models.hornet import HorBlock
+
+    block = HorBlock(32, order=3, mixer="dw7", scale=1 / 3, layer_scale_init_value=1.0).eval()
+    with torch.no_grad():
+        without_grad = torch.fx.symbolic_trace(block).code
+    assert torch.fx.symbolic_trace(block).code == without_grad
+    x = torch.randn(2, 32, 8, 8)
+    torch.testing.assert_close(block(x), block.train()(x), rtol=1e-5, atol=1e-5)

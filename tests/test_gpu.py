@@ -43,7 +43,7 @@ def test_a_compiled_gf_model_equals_eager():
 
 def test_a_bf16_mixed_fit_on_cuda_learns(tmp_path):
     args = ["fit", *tiny_fit(train_size=512, epochs=4, backbone="hornet_micro_gf"), "--trainer.accelerator", "gpu"]
-    args += ["--trainer.devices", "1", "--trainer.precision", "bf16-mixed", "--model.lr", "3e-3"]
+    args += ["--trainer.devices", "1", "--trainer.precision", "bf16-mixed", "--model.recipe.lr", "3e-3"]
     args += ["--runs_dir", str(tmp_path), "--run_name", "bf16"]
     assert main(args) == 0
     with (tmp_path / "bf16" / "metrics.csv").open() as handle:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hornet.analysis.erf import area_ratios, erf_map, stage_features
-from hornet.analysis.interactions import (
+from hornet.analysis.probe.erf import area_ratios, erf_map, stage_features
+from hornet.analysis.probe.interactions import (
     cell_index,
     correctly_classified,
     estimate_interactions,

@@ -6,8 +6,8 @@ import torch
 from timm.layers import Attention
 
 import hornet  # noqa: F401  (registers the models)
-from hornet.analysis.complexity import count_complexity
-from hornet.analysis.matching import match_macs
+from hornet.analysis.measure.complexity import count_complexity
+from hornet.analysis.measure.matching import match_macs
 from hornet.cli import main
 from hornet.models import ISOTROPIC, MATCHED
 from hornet.models.hornet import HorBlock

@@ -4,30 +4,19 @@ fails here, with what to look at, instead of somewhere deep in a fit."""
 import inspect
 
 from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
 from hornet.ablation.progress import SuiteProgressBar
-from hornet.cli import LIGHTNING_SUBCOMMANDS
-from hornet.training import HornetCLI
 
 
-def test_lightning_cli_checks_the_checkpoint_only_after_parse_arguments():
-    """HornetCLI.parse_arguments checks --ckpt_path before LightningCLI loads the model's hyperparameters from it
-    (a private step, _parse_ckpt_path, that runs right after parsing): the order must stay."""
-    source = inspect.getsource(LightningCLI.__init__)
-    assert "self.parse_arguments(self.parser, args)" in source and "self._parse_ckpt_path()" in source, (
-        "LightningCLI.__init__ changed: check HornetCLI.parse_arguments still runs before the checkpoint is read"
-    )
-    assert source.index("self.parse_arguments(") < source.index("self._parse_ckpt_path()")
-    assert source.index("self._parse_ckpt_path()") < source.index("self.before_instantiate_classes()")
+def test_lightning_reads_a_checkpoint_through_the_strategy_s_checkpoint_io():
+    """hornet reads the checkpoint a run starts from once and hands it to Lightning through its CheckpointIO plugin
+    (hornet.checkpoints.AtomicCheckpointIO.load_checkpoint): Lightning must still load through it."""
+    source = inspect.getsource(_CheckpointConnector.resume_start)
+    assert "strategy.load_checkpoint(" in source, "Lightning no longer loads checkpoints through the strategy"
+    from lightning.pytorch.strategies import Strategy
 
-
-def test_the_hooks_hornet_cli_overrides_keep_their_signatures():
-    for hook in ("parse_arguments", "add_arguments_to_parser", "before_instantiate_classes", "instantiate_trainer"):
-        ours = inspect.signature(getattr(HornetCLI, hook)).parameters
-        theirs = inspect.signature(getattr(LightningCLI, hook)).parameters
-        assert list(ours) == list(theirs), f"LightningCLI.{hook}{inspect.signature(getattr(LightningCLI, hook))}"
-    assert tuple(LightningCLI.subcommands()) == LIGHTNING_SUBCOMMANDS  # `hornet` dispatches these names to Lightning
+    assert "self.checkpoint_io.load_checkpoint(" in inspect.getsource(Strategy.load_checkpoint)
 
 
 def test_the_suite_progress_bar_uses_rich_progress_bar_internals_that_still_exist():

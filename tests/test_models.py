@@ -5,7 +5,7 @@ import timm
 import torch
 from timm.optim import param_groups_layer_decay
 
-from hornet.models import VARIANTS, HorBlock, HorNet, builds_for_input_size, create_model
+from hornet.models import VARIANTS, HorBlock, HorNet, create_model, input_size_kwargs
 
 RELEASED_PARAMS = {  # exact counts of the released architectures with a 1000-class head (docs/reference.md)
     "hornet_tiny_7x7": 22.41, "hornet_tiny_gf": 22.99, "hornet_small_7x7": 49.53, "hornet_small_gf": 50.40,
@@ -133,7 +133,7 @@ def test_invalid_model_arguments(kwargs, match):
 )  # fmt: skip
 def test_models_built_for_an_input_size_are_known(name, sized):
     """bench, complexity and training pass img_size to exactly these (a Swin built for 224 px refuses 64 px input)."""
-    assert builds_for_input_size(name) is sized
+    assert input_size_kwargs(name, 64) == ({"img_size": 64} if sized else {})
     if sized and name.startswith("swin"):
         model = create_model(name, img_size=64, pretrained=False).eval()
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)

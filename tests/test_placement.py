@@ -7,7 +7,7 @@ from timm.models.convnext import ConvNeXtBlock
 from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 
 import hornet  # noqa: F401  (registers the models)
-from hornet.analysis.complexity import count_complexity
+from hornet.analysis.measure.complexity import count_complexity
 from hornet.cli import main
 from hornet.models import PLACEMENTS
 from hornet.models.placement import GnConvSwinBlock, TokensGnConv

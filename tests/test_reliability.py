@@ -45,7 +45,7 @@ def _suite(tmp_path: Path) -> list[str]:
             "name": "tiny",
             "seeds": [0],
             "output_dir": str(tmp_path / "suite"),
-            "variants": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {"model.lr": 1e-3}}],
+            "variants": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {"model.recipe.lr": 1e-3}}],
         }
     }
     return ["--config", _yaml(tmp_path / "suite.yaml", suite)]
@@ -104,7 +104,7 @@ BAD_INPUTS = [
          "'order'"),
     case("option the datamodule lacks", lambda t: ["--data.init_args.limit_trainz", "5"],
          "Option 'limit_trainz' is not accepted"),
-    case("non-positive lr", lambda t: ["--model.lr", "0"], "model.lr must be > 0"),
+    case("non-positive lr", lambda t: ["--model.recipe.lr", "0"], "model.recipe.lr must be > 0"),
     case("non-positive batch size", lambda t: ["--data.init_args.batch_size", "0"],
          "data.batch_size must be a positive integer"),
     case("odd Mixup batch", lambda t: ["--model.mixup", "0.8", "--data.init_args.batch_size", "15"],
@@ -148,9 +148,19 @@ def test_bad_input_fails_with_one_clear_line(tmp_path, capsys, extra, expected):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    args = [sys.executable, "-m", "hornet.cli", "fit", *SYNTHETIC, "--model.lr", "0", "--runs_dir", str(tmp_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "hornet.cli",
+        "fit",
+        *SYNTHETIC,
+        "--model.recipe.lr",
+        "0",
+        "--runs_dir",
+        str(tmp_path),
+    ]
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HORNET_DEBUG": "1"})
-    assert result.returncode != 0 and "Traceback" in result.stderr and "model.lr must be > 0" in result.stderr
+    assert result.returncode != 0 and "Traceback" in result.stderr and "model.recipe.lr must be > 0" in result.stderr
 
 
 # --- data faults ------------------------------------------------------------------------------------------------------
@@ -201,13 +211,22 @@ def test_skip_corrupt_skips_and_counts_them(tmp_path, num_workers):
 
 # --- training faults --------------------------------------------------------------------------------------------------
 def test_a_non_finite_loss_stops_the_run_with_step_variant_and_hint(tmp_path, capsys):
-    args = ["fit", *SYNTHETIC, "--model.lr", "1e6", "--model.warmup_epochs", "0", "--trainer.max_epochs", "3"]
+    args = [
+        "fit",
+        *SYNTHETIC,
+        "--model.recipe.lr",
+        "1e6",
+        "--model.recipe.warmup_epochs",
+        "0",
+        "--trainer.max_epochs",
+        "3",
+    ]
     status = main([*args, "--runs_dir", str(tmp_path), "--run_name", "diverged"])
     err = capsys.readouterr().err
     assert status == 1 and "Traceback" not in err, err
     line = next(line for line in err.splitlines() if line.startswith("hornet: error:"))
     assert "non-finite training loss" in line and "at step" in line and "hornet_micro_7x7" in line, line
-    assert "diverged" in line and "model.lr" in line and "gradient_clip_val" in line and "precision" in line
+    assert "diverged" in line and "model.recipe.lr" in line and "gradient_clip_val" in line and "precision" in line
     assert not (tmp_path / "diverged" / "checkpoints" / "on_exception.ckpt").exists()  # its weights went wrong
 
 

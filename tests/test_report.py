@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hornet.analysis.plots import pareto_front
-from hornet.analysis.power import detectable_difference, paired_power, seeds_needed
-from hornet.analysis.results import load_suite, paired_difference, suite_power
+from hornet.analysis.stats.plots import pareto_front
+from hornet.analysis.stats.power import detectable_difference, paired_power, seeds_needed
+from hornet.analysis.stats.results import load_suite, paired_difference, suite_power
 from hornet.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def runs(tmp_path_factory) -> Path:
                 {"name": "order_1111", "overrides": {"model.backbone_kwargs.orders": [1, 1, 1, 1]}},
                 {"name": "order_2345", "overrides": {"model.backbone_kwargs.orders": [2, 3, 4, 5]}},
                 {"name": "wide_kernel", "overrides": {"model.backbone_kwargs.mixers": ["dw13", "dw13", "gf", "gf"]}},
-                {"name": "diverges", "overrides": {"model.lr": 1e30}},
+                {"name": "diverges", "overrides": {"model.recipe.lr": 1e30}},
             ],
         },
     }
@@ -285,7 +285,7 @@ def test_selection_compares_variants_on_the_seeds_they_share_and_reports_all_see
     """A sweep run at seed 0, its chosen setting then run at seeds 1 and 2: the choice stays the seed-0 one."""
     import csv
 
-    from hornet.analysis.results import selection_line
+    from hornet.analysis.stats.results import selection_line
 
     rows = [("a", 0, 0.90, 0.91), ("a", 1, 0.80, 0.81), ("a", 2, 0.80, 0.82), ("b", 0, 0.89, 0.95)]
     with (tmp_path / "results.csv").open("w", newline="") as handle:

@@ -10,12 +10,13 @@ import torch
 from backbones import FAMILIES
 from PIL import Image
 
-from hornet.analysis.complexity import count_complexity
+from hornet.analysis.measure.complexity import count_complexity
 from hornet.cli import main
 from hornet.data import ADE20KDataModule, FashionMNISTScenes
 from hornet.data.base import IGNORE_INDEX
 from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_split
 from hornet.data.scenes import EDGE, FOREGROUND, SceneSpec, generate_scenes, held_out_items
+from hornet.lit.recipe import Recipe
 from hornet.lit.segmentation import SegmentationModule, segmentation_metrics
 from hornet.models.segmentor import create_segmentor, load_backbone_weights, slide_inference
 
@@ -237,12 +238,13 @@ def test_fit_test_predict_on_scenes_through_the_cli(tmp_path, capsys):
     assert main(["fit", *common, "--trainer.max_epochs", "1"]) == 0
     rows = list(csv.DictReader((tmp_path / "seg" / "metrics.csv").open()))
     assert any(0 <= float(r["val/mIoU"]) <= 1 for r in rows if r.get("val/mIoU"))
-    assert main(["test", *common]) == 0
+    assert main(["test", "--runs_dir", str(tmp_path), "--run_name", "seg"]) == 0  # found by name: the run's config
+    assert f"config from {tmp_path / 'seg' / 'config.yaml'}" in capsys.readouterr().err
     rows = list(csv.DictReader((tmp_path / "seg" / "metrics.csv").open()))
     tested = rows[-1]
     assert 0 <= float(tested["test/mIoU"]) <= 1 and 0 <= float(tested["test/aAcc"]) <= 1
     assert "test/IoU/background" in tested and "test/IoU/T-shirt-top" in tested
-    assert main(["predict", *common]) == 0
+    assert main(["predict", "--runs_dir", str(tmp_path), "--run_name", "seg"]) == 0
     masks = sorted((tmp_path / "seg" / "predictions").glob("0*.png"))
     assert len(masks) == 16 and (tmp_path / "seg" / "predictions" / "sheet.png").is_file()
     with Image.open(masks[0]) as mask:
@@ -294,7 +296,7 @@ def test_the_horfpn_suite_records_decoder_cost_and_miou_and_reports_test_miou(tm
 def test_layer_decay_reaches_the_backbone_through_its_group_matcher():
     module = SegmentationModule(
         backbone="hornet_micro_gf", backbone_kwargs={"stem_stride": 4}, in_chans=1, num_classes=11, img_size=64,
-        channels=16, aux_channels=None, layer_decay=0.5,
+        channels=16, aux_channels=None, recipe=Recipe(lr=1e-4, layer_decay=0.5),
     )  # fmt: skip
     settings = module._group_settings()
     names = {name for name, _ in module.backbone.named_parameters()}

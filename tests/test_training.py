@@ -19,6 +19,7 @@ from hornet.data import FashionMNISTDataModule, SyntheticDataModule
 from hornet.data.fashion_mnist import DEBIAN_FASHION_MNIST, read_idx
 from hornet.data.in_memory import random_crop_flip
 from hornet.lit import ClassificationModule
+from hornet.lit.recipe import Recipe
 from hornet.runs import class_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,9 @@ def _lightning_fit(root, max_epochs, ckpt_path=None):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     seed_everything(0)
-    module = ClassificationModule(backbone="hornet_micro_7x7", num_classes=10, in_chans=3, img_size=32, lr=3e-3)
+    module = ClassificationModule(
+        backbone="hornet_micro_7x7", num_classes=10, in_chans=3, img_size=32, recipe=Recipe(lr=3e-3)
+    )
     data = SyntheticDataModule(batch_size=16, train_size=64, val_size=32, test_size=32)
     every_epoch = ModelCheckpoint(dirpath=root, filename="e{epoch}", save_top_k=-1, monitor=None)
     trainer = Trainer(
@@ -165,7 +168,9 @@ def test_bad_input_is_one_line_exit_2(args, message):
 
 def test_loss_falls_when_overfitting_one_batch():
     torch.manual_seed(0)
-    module = ClassificationModule(backbone="hornet_micro_gf", num_classes=4, in_chans=1, img_size=32, lr=3e-3)
+    module = ClassificationModule(
+        backbone="hornet_micro_gf", num_classes=4, in_chans=1, img_size=32, recipe=Recipe(lr=3e-3)
+    )
     x, y = torch.randn(8, 1, 32, 32), torch.arange(8) % 4
     optimizer = torch.optim.AdamW(module.backbone.parameters(), lr=3e-3)
     losses = []
@@ -188,7 +193,9 @@ def _fake_trainer(*, steps: int, epochs: int | None, batches: int):
 
 
 def test_weight_decay_groups_and_linear_lr_scaling():
-    module = ClassificationModule(backbone="hornet_micro_gf", num_classes=10, lr=4e-3, lr_scaling="linear")
+    module = ClassificationModule(
+        backbone="hornet_micro_gf", num_classes=10, recipe=Recipe(lr=4e-3, lr_scaling="linear")
+    )
     module._trainer = _fake_trainer(steps=100, epochs=2, batches=50)
     assert module.effective_lr == pytest.approx(4e-3 * 512 / 4096)
     optimizer = module.configure_optimizers()["optimizer"]
@@ -198,7 +205,9 @@ def test_weight_decay_groups_and_linear_lr_scaling():
 
 
 def test_warm_up_counts_epochs_of_batches_also_when_max_steps_ends_the_fit():
-    module = ClassificationModule(backbone="hornet_micro_7x7", num_classes=10, lr=1e-3, warmup_epochs=1.5, min_lr=0)
+    module = ClassificationModule(
+        backbone="hornet_micro_7x7", num_classes=10, recipe=Recipe(lr=1e-3, warmup_epochs=1.5, min_lr=0)
+    )
     module._trainer = _fake_trainer(steps=1000, epochs=None, batches=100)  # trainer.max_steps 1000, no max_epochs
     schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
     assert schedule(149) < 1 and schedule(150) == pytest.approx(1.0)  # 150 warm-up steps (1.5 epochs of 100)

@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from hornet.analysis.analyze import ERF_CSV, ERF_MAPS, RUN_ANALYSIS, STRENGTH_CSV
+from hornet.analysis.probe.analyze import ERF_CSV, ERF_MAPS, RUN_ANALYSIS, STRENGTH_CSV
 from hornet.files import OutputError
 from hornet.runs import CONFIG_FILE, META_FILE, METRICS_FILE, RESULT_FILE, suite_runs
 

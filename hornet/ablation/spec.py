@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import OmegaConf
 
-from hornet.runs import RunDir, suite_run_dir
+from hornet.runs import BOOKKEEPING_KEYS, DEFAULT_RUNS_DIR, RunDir, suite_run_dir
 
 __all__ = [
     "AblationConfig",
     "AblationRun",
     "AblationVariant",
-    "config_hash",
     "plan_runs",
     "select_runs",
     "variant_config",
 ]
-
-# Keys of a run's config that name where it is written, not what it computes: left out of its hash.
-BOOKKEEPING_KEYS = ("ablation", "config", "base", "run_name", "runs_dir", "ckpt_path")
 
 
 @dataclass
@@ -48,11 +42,11 @@ class AblationConfig:
     """A whole study run by one ``hornet fit``: every variant x seed is a fit followed by a test.
 
     Args:
-        name: the suite's name (default output folder ``runs/<name>``).
+        name: the suite's name (default output folder ``<runs_dir>/<name>``).
         variants: the arms of the study.
         reference: the variant the others are compared to (default: the first).
         seeds: one run per seed per variant.
-        output_dir: where ``<variant>/seed<k>/`` and ``results.csv`` go (default ``runs/<name>``).
+        output_dir: where ``<variant>/seed<k>/`` and ``results.csv`` go (default ``<runs_dir>/<name>``).
         publish_dir: when set, each finished run's small files (no checkpoints) are copied there as it lands
             (``hornet publish``; e.g. ``results/<name>``, kept in git so a suite resumes on another machine).
         note: one plain line printed with the suite's output and its report (scale/smoke.yaml says there that a
@@ -105,9 +99,15 @@ class AblationConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ablation.seeds must be a non-empty list of distinct integers; got {self.seeds}")
 
-    @property
-    def suite_dir(self) -> Path:
-        return Path(self.output_dir or Path("runs") / self.name)
+    @classmethod
+    def from_dict(cls, section: dict) -> AblationConfig:
+        """From a resolved config's ``ablation`` section (plain data)."""
+        variants = [AblationVariant(**variant) for variant in section["variants"]]
+        return cls(**{**section, "variants": variants})
+
+    def suite_dir(self, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+        """Where the suite is written: ``output_dir``, else ``<runs_dir>/<name>``."""
+        return Path(self.output_dir or Path(runs_dir) / self.name)
 
 
 @dataclass(frozen=True)
@@ -171,9 +171,3 @@ def variant_config(base: dict, variant: AblationVariant, seed: int) -> dict:
         OmegaConf.update(config, _dotted_key(key, base), value, merge=True, force_add=True)
     config.seed_everything = seed
     return OmegaConf.to_container(config, resolve=False)
-
-
-def config_hash(config: dict) -> str:
-    """A short stable hash of what a run computes (bookkeeping keys left out)."""
-    payload = {k: v for k, v in config.items() if k not in BOOKKEEPING_KEYS}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

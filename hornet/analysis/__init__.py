@@ -1,5 +1,2 @@
-"""Complexity counting, paper reference numbers and reports (no Lightning needed)."""
-
-from hornet.analysis.complexity import CONVENTIONS, Complexity, count_complexity, profile_model
-
-__all__ = ["CONVENTIONS", "Complexity", "count_complexity", "profile_model"]
+"""Analysis by job: ``measure`` (cost and speed), ``stats`` (suite statistics and reports), ``probe`` (trained models),
+``draw`` (pictures of predictions). No Lightning needed."""

@@ -7,9 +7,10 @@ maps with the same stems). With ``reduce_zero_label`` (ADE20K's convention, as r
 
 Training pipeline as mmseg's ADE20K config: resize to ``scale`` (long, short) times a ratio drawn from
 ``ratio_range`` keeping the aspect, a random ``img_size`` crop whose largest class covers at most
-``cat_max_ratio`` of it (10 tries), a horizontal flip with probability 0.5, normalisation with ImageNet's mean and std,
-padding to the crop (image 0, label 255). Evaluation: resized to ``scale`` keeping the aspect (the label by nearest
-neighbour; mmseg scores at the original size instead), padded to the batch's largest image with ignored labels.
+``cat_max_ratio`` of it (10 tries), a horizontal flip with probability 0.5, normalisation with the backbone's mean and
+std (its pretrained cfg), padding to the crop (image 0, label 255). Evaluation: resized to ``scale`` keeping the
+aspect (the label by nearest neighbour; mmseg scores at the original size instead), padded to the batch's largest
+image with ignored labels.
 Sliding-window inference is the model's (``model.inference: slide``).
 """
 
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import functional as TF
 
@@ -54,8 +54,11 @@ class SegmentationFiles(Dataset):
         ratio_range: tuple[float, float],
         cat_max_ratio: float,
         reduce_zero_label: bool,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
     ) -> None:
         self.pairs, self.train, self.crop = pairs, train, crop
+        self.mean, self.std = mean, std  # the backbone's normalisation
         self.scale, self.ratio_range, self.cat_max_ratio = scale, ratio_range, cat_max_ratio
         self.reduce_zero_label = reduce_zero_label
 
@@ -97,7 +100,7 @@ class SegmentationFiles(Dataset):
         image, label = self._load(index)
         ratio = random.uniform(*self.ratio_range) if self.train else 1.0
         image, label = _resize_keep_ratio(image, label, self.scale, ratio)
-        x = TF.normalize(TF.to_tensor(image), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)  # (3, H, W)
+        x = TF.normalize(TF.to_tensor(image), self.mean, self.std)  # (3, H, W)
         y = self._label_tensor(label)  # (H, W)
         if self.train:
             top, left = self._crop_box(y)
@@ -187,9 +190,11 @@ class ADE20KDataModule(SegmentationDataModule):
         return [(p, labels_dir / f"{p.stem}.png") for p in images]
 
     def _dataset(self, pairs: list[tuple[Path, Path]], *, train: bool) -> SegmentationFiles:
+        config = self.backbone_data_config()
         return SegmentationFiles(
             pairs, train=train, crop=self.img_size, scale=self.scale, ratio_range=self.ratio_range,
-            cat_max_ratio=self.cat_max_ratio, reduce_zero_label=self.reduce_zero_label,
+            cat_max_ratio=self.cat_max_ratio, reduce_zero_label=self.reduce_zero_label, mean=config["mean"],
+            std=config["std"],
         )  # fmt: skip
 
     def setup(self, stage: str) -> None:
@@ -203,7 +208,8 @@ class ADE20KDataModule(SegmentationDataModule):
             self.test_set = self._dataset(self.pairs("validation"), train=False)
 
     def eval_transform(self):
+        config = self.backbone_data_config()
         return lambda image: TF.normalize(
             TF.to_tensor(_resize_keep_ratio(image.convert("RGB"), image.convert("L"), self.scale, 1.0)[0]),
-            IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+            config["mean"], config["std"],
         )  # fmt: skip

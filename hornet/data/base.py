@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import functional as TF
@@ -173,6 +174,13 @@ class ImageDataModule(L.LightningDataModule):
                 num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
             )  # fmt: skip
             self.resume_at = (0, 0)  # once: the first training loader of the fit
+            if len(sampler) < self.batch_size:  # every batch would be the partial last one, which is dropped
+                per_device = f" per device ({sampler.num_replicas} devices)" if sampler.num_replicas > 1 else ""
+                raise ValueError(
+                    f"data: {len(sampler)} training images{per_device} make no batch of data.batch_size "
+                    f"{self.batch_size} (a partial last batch is dropped): set data.batch_size to at most "
+                    f"{max(len(sampler), 1)}, or train on more images"
+                )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -192,6 +200,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+    def backbone_data_config(self, **args) -> dict:
+        """timm's data config (input size, interpolation, mean, std, crop_pct) of the backbone being trained, as its
+        pretrained cfg states it (timm's ``resolve_data_config``), ``args`` winning: every task normalises its images
+        as its backbone expects (ImageNet's mean and std when no model is attached yet)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        backbone = getattr(module, "backbone", None)
+        if backbone is None:  # timm's defaults: ImageNet's
+            args = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, **args}
+        return resolve_data_config(args, model=backbone)
 
     def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image -> model input (C, img_size, img_size), as the evaluation data is prepared."""

@@ -7,7 +7,7 @@ pycocotools (the COCO API: polygons and RLE masks alike). Categories become labe
 
 Validation is carved from the training split by ``val_size`` images (hyperparameters are chosen on it); the
 ``test_split`` (val2017) is the test split, as papers report it. Training pipeline as the released 1x configs: a
-horizontal flip with probability 0.5 and normalisation with ImageNet's mean and std; the detector resizes (shorter
+horizontal flip with probability 0.5 and normalisation with the backbone's mean and std; the detector resizes (shorter
 side 800, longer at most 1333: ``model.min_size``, ``model.max_size``). Crowd annotations are left out of training
 and kept as ``iscrowd`` regions for evaluation, as COCO's evaluation treats them.
 
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -103,9 +102,10 @@ class COCOInstances(Dataset):
 
     def __init__(
         self, coco, image_ids: list[int], folder: Path, labels: dict[int, int], *, train: bool, masks: bool,
-        skip: frozenset[int] = frozenset(),
+        mean: tuple[float, ...], std: tuple[float, ...], skip: frozenset[int] = frozenset(),
     ) -> None:  # fmt: skip
         self.coco, self.image_ids, self.folder, self.labels = coco, image_ids, folder, labels
+        self.mean, self.std = mean, std  # the backbone's normalisation
         self.train, self.masks, self.skip = train, masks, skip  # skip: ids of annotations left out (invalid boxes)
         self.flip = v2.RandomHorizontalFlip(0.5)
 
@@ -136,7 +136,7 @@ class COCOInstances(Dataset):
         image = tv_tensors.Image(image)
         if self.train:
             image, target = self.flip(image, target)
-        image = normalize(image.as_subclass(torch.Tensor), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+        image = normalize(image.as_subclass(torch.Tensor), self.mean, self.std)
         target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
         if self.masks:
             target["masks"] = target["masks"].to(torch.uint8)
@@ -202,7 +202,11 @@ class COCODataModule(DetectionDataModule):
         if invalid and self.invalid_boxes == "error":
             raise ValueError(next(iter(invalid.values())))
         skip, folder = frozenset(invalid), self.root / self.splits[split]
-        return COCOInstances(coco, image_ids, folder, self.labels, train=train, masks=self.masks, skip=skip)
+        config = self.backbone_data_config()
+        return COCOInstances(
+            coco, image_ids, folder, self.labels, train=train, masks=self.masks, mean=config["mean"],
+            std=config["std"], skip=skip,
+        )  # fmt: skip
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate"):
@@ -215,4 +219,5 @@ class COCODataModule(DetectionDataModule):
 
     def eval_transform(self):
         """At the image's own size (the detector resizes keeping the aspect), normalised."""
-        return lambda image: normalize(to_tensor(image.convert("RGB")), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+        config = self.backbone_data_config()
+        return lambda image: normalize(to_tensor(image.convert("RGB")), config["mean"], config["std"])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
-from timm.data import create_transform, resolve_data_config
+from timm.data import create_transform
 from torchvision.datasets import ImageFolder
 
 from hornet.data.base import ClassificationDataModule, split_train_val
@@ -135,13 +135,12 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def data_config(self) -> dict:
         """Interpolation, mean, std and crop_pct: the backbone's pretrained cfg, overridden by this module's args."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
         args = {"input_size": (3, self.img_size, self.img_size)}  # explicit args win over the model's cfg
         if self.crop_pct is not None:
             args["crop_pct"] = self.crop_pct
         if self.interpolation is not None:
             args["interpolation"] = self.interpolation
-        return resolve_data_config(args, model=getattr(module, "backbone", None))
+        return self.backbone_data_config(**args)
 
     def train_transform(self) -> Callable:
         config = self.data_config()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import timm
 import torch
@@ -15,8 +14,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from hornet.callbacks import PredictionWriter
+from hornet.lit.recipe import CLASSIFICATION_RECIPE, Recipe
 from hornet.lit.task import Task
-from hornet.models import builds_for_input_size, check_model_name
+from hornet.models import check_model_name, input_size_kwargs
 
 __all__ = ["ClassificationModule"]
 
@@ -31,16 +31,11 @@ class ClassificationModule(Task):
         backbone: a timm model name (``hornet_tiny_gf``, ``convnext_tiny``, ...) or a module.
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``orders``, ``mixers``).
         num_classes, in_chans, img_size: set from the data (linked by the CLI), never written twice.
-        lr: peak learning rate (absolute, or per 4096 images with ``lr_scaling: linear``).
-        lr_scaling: ``none``, or ``linear``: lr x global batch / 4096 (the paper's rule).
-        weight_decay: AdamW decay of every parameter with more than one dimension (as released: the GF filter is
-            decayed; norms, biases and layer-scale gammas are not).
-        warmup_epochs: linear warm-up (fractional epochs allowed), then cosine per step down to ``min_lr``.
-        layer_decay: layer-wise lr decay through the backbone's ``group_matcher`` (null = off).
+        recipe: the optimisation recipe (hornet.lit.recipe.Recipe: lr, its scaling, weight decay, warm-up, min lr,
+            layer decay, schedule, drop path); the default is ``CLASSIFICATION_RECIPE``.
         mixup, cutmix: timm Mixup / CutMix alphas (0 = off), switch prob 0.5, with a soft-target loss.
         label_smoothing: label smoothing of the targets.
         ema_decay: EMA of the weights with timm's ModelEmaV3 (warm-up on); validated and tested beside the raw weights.
-        drop_path_rate: stochastic depth of the backbone (set only here).
         channels_last, compile, grad_checkpointing: speed and memory switches.
     """
 
@@ -55,43 +50,33 @@ class ClassificationModule(Task):
         num_classes: int = 10,
         in_chans: int = 3,
         img_size: int = 32,
-        lr: float = 2e-3,
-        lr_scaling: Literal["none", "linear"] = "none",
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 1.0,
-        min_lr: float = 1e-6,
-        layer_decay: float | None = None,
+        recipe: Recipe = CLASSIFICATION_RECIPE,
         mixup: float = 0.0,
         cutmix: float = 0.0,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
-        drop_path_rate: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"model.lr must be > 0; got {lr}")
-        if lr_scaling not in ("none", "linear"):
-            raise ValueError(f"model.lr_scaling must be 'none' or 'linear'; got {lr_scaling!r}")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"model.label_smoothing must be in [0, 1); got {label_smoothing}")
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ValueError(f"model.ema_decay must be in (0, 1) or null; got {ema_decay}")
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise ValueError(f"model.layer_decay must be in (0, 1] or null; got {layer_decay}")
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        self.save_recipe(recipe, ignore=("backbone",) if isinstance(backbone, nn.Module) else ())
         if isinstance(backbone, nn.Module):
             self.backbone = backbone
         else:
             check_model_name(backbone, key="model.backbone")
-            kwargs = dict(backbone_kwargs or {})
-            if builds_for_input_size(backbone):
-                kwargs.setdefault("img_size", img_size)  # hornet's models size GF filters / windows from it
+            kwargs = {**input_size_kwargs(backbone, img_size), **(backbone_kwargs or {})}  # GF filters, windows
             try:
                 self.backbone = timm.create_model(
-                    backbone, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate, **kwargs
+                    backbone,
+                    num_classes=num_classes,
+                    in_chans=in_chans,
+                    drop_path_rate=self.recipe.drop_path_rate,
+                    **kwargs,
                 )
             except (ValueError, TypeError) as err:  # a bad backbone_kwargs value, or a keyword the model lacks
                 raise ValueError(

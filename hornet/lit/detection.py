@@ -8,18 +8,20 @@ Metrics are COCO's, through torchmetrics' MeanAveragePrecision with pycocotools 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from hornet.analysis.detections import class_name
+from hornet.analysis.draw.detections import class_name
 from hornet.callbacks import DetectionWriter
 from hornet.data.base import check_boxes
-from hornet.lit.task import SCHEDULES, Task
-from hornet.models.detector import DetectorCost, create_detector
+from hornet.lit.recipe import DETECTION_RECIPE, Recipe
+from hornet.lit.task import Task
+from hornet.models.detector import RELEASED_DETECTOR, DetectorCost, DetectorSpec, create_detector
 from hornet.models.segmentor import load_backbone_weights
 
 __all__ = ["COCO_SUMMARY", "DetectionModule", "coco_scores"]
@@ -57,21 +59,11 @@ class DetectionModule(Task):
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``pretrained``, ``stem_stride``).
         backbone_checkpoint: initialise the backbone from a `hornet fit` classification checkpoint, a released HorNet
             checkpoint or a timm state dict (the classifier is left out).
-        detector: ``mask_rcnn`` (boxes and masks) or ``faster_rcnn`` (boxes).
-        neck: ``fpn`` (torchvision's), ``horfpn_7x7`` or ``horfpn_gf`` (gnConv as each level's output conv).
-        channels: the neck's width C (256 as released).
-        gnconv_order, gnconv_mixer, gnconv_scale: HorFPN's gnConv (order 2, the neck's mixer, s = 1 as released).
-        anchor_scale: anchor side / level stride (8 as released).
-        min_size, max_size: the detector resizes images to these (default: img_size, i.e. square images as they are;
-            COCO as released: 800, 1333).
-        box_head_width, mask_head_width, mask_head_convs, rois_per_image, proposals_train, proposals_test,
-            detections_per_image: the heads' sizes (released: 1024, 256, 4, 512, 2000, 1000, 100).
+        detector: the detector beside its backbone (hornet.models.detector.DetectorSpec: Mask / Faster R-CNN, the FPN
+            or HorFPN neck and its width, anchors, image sizes, head sizes; released values as defaults).
         num_classes, in_chans, img_size: set from the data (linked by the CLI); num_classes counts object classes.
-        lr, lr_scaling, weight_decay, warmup_epochs, min_lr, layer_decay: as ClassificationModule (AdamW; layer decay
-            through the backbone's ``group_matcher``); the neck and heads train at the base lr.
-        schedule: ``step`` (x 0.1 at each of ``step_epochs``, as the 1x and 3x schedules), ``cosine`` or ``poly``.
-        step_epochs: epochs at which the step schedule decays (8 and 11 of 12 as released).
-        drop_path_rate: stochastic depth of the backbone.
+        recipe: the optimisation recipe (hornet.lit.recipe.Recipe; default ``DETECTION_RECIPE``: AdamW 1e-4, step
+            decay x 0.1 after epochs 8 and 11 of 12, as the 1x schedule); the neck and heads train at the base lr.
         score_threshold: the score from which `hornet predict` draws a detection.
     """
 
@@ -85,55 +77,24 @@ class DetectionModule(Task):
         backbone: str = "hornet_micro_gf",
         backbone_kwargs: dict | None = None,
         backbone_checkpoint: str | None = None,
-        detector: Literal["mask_rcnn", "faster_rcnn"] = "mask_rcnn",
-        neck: str = "fpn",
-        channels: int = 256,
-        gnconv_order: int = 2,
-        gnconv_mixer: str | None = None,
-        gnconv_scale: float = 1.0,
-        anchor_scale: float = 8.0,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        box_head_width: int = 1024,
-        mask_head_width: int = 256,
-        mask_head_convs: int = 4,
-        rois_per_image: int = 512,
-        proposals_train: int = 2000,
-        proposals_test: int = 1000,
-        detections_per_image: int = 100,
+        detector: DetectorSpec = RELEASED_DETECTOR,
         num_classes: int = 10,
         in_chans: int = 3,
         img_size: int = 800,
-        lr: float = 1e-4,
-        lr_scaling: Literal["none", "linear"] = "none",
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 0.1,
-        min_lr: float = 0.0,
-        layer_decay: float | None = None,
-        schedule: Literal["step", "cosine", "poly"] = "step",
-        step_epochs: list[float] | None = None,
-        drop_path_rate: float = 0.0,
+        recipe: Recipe = DETECTION_RECIPE,
         score_threshold: float = 0.5,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"model.lr must be > 0; got {lr}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"model.schedule must be one of {SCHEDULES}; got {schedule!r}")
-        if detector not in ("mask_rcnn", "faster_rcnn"):
-            raise ValueError(f"model.detector must be 'mask_rcnn' or 'faster_rcnn'; got {detector!r}")
         if not 0 <= score_threshold <= 1:
             raise ValueError(f"model.score_threshold must be in [0, 1]; got {score_threshold}")
-        self.save_hyperparameters()
-        self.masks = detector == "mask_rcnn"
+        if not isinstance(detector, DetectorSpec):
+            detector = DetectorSpec(**detector)
+        self.save_recipe(recipe, ignore=("detector",))
+        self.hparams["detector"] = asdict(detector)
+        self.masks = detector.masks
         self.detector = create_detector(
-            backbone, num_classes=num_classes, masks=self.masks, in_chans=in_chans, img_size=img_size, neck=neck,
-            channels=channels, gnconv_order=gnconv_order, gnconv_mixer=gnconv_mixer, gnconv_scale=gnconv_scale,
-            anchor_scale=anchor_scale, min_size=min_size, max_size=max_size, box_head_width=box_head_width,
-            mask_head_width=mask_head_width, mask_head_convs=mask_head_convs, rois_per_image=rois_per_image,
-            proposals_train=proposals_train, proposals_test=proposals_test,
-            detections_per_image=detections_per_image,
-            backbone_kwargs={"drop_path_rate": drop_path_rate, **(backbone_kwargs or {})},
+            backbone, detector, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+            backbone_kwargs={"drop_path_rate": self.recipe.drop_path_rate, **(backbone_kwargs or {})},
         )  # fmt: skip
         if backbone_checkpoint is not None:
             load_backbone_weights(self.backbone, backbone_checkpoint)

@@ -19,7 +19,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from hornet.callbacks import MaskWriter
 from hornet.data.base import IGNORE_INDEX
-from hornet.lit.task import SCHEDULES, Task
+from hornet.lit.recipe import SEGMENTATION_RECIPE, Recipe
+from hornet.lit.task import Task
 from hornet.models.segmentor import create_segmentor, load_backbone_weights, slide_inference
 
 __all__ = ["SegmentationModule", "segmentation_metrics"]
@@ -52,10 +53,8 @@ class SegmentationModule(Task):
         aux_channels: width of the auxiliary FCN head on the third level (256 as released); null leaves it out.
         aux_weight: weight of its loss (0.4 as released).
         num_classes, in_chans, img_size: set from the data (linked by the CLI).
-        lr, lr_scaling, weight_decay, warmup_epochs, min_lr, layer_decay: as ClassificationModule (AdamW; layer decay
-            through the backbone's ``group_matcher``); the decoder trains at the base lr.
-        schedule: ``poly`` (linear decay to ``min_lr`` after warm-up, as released) or ``cosine``.
-        drop_path_rate: stochastic depth of the backbone.
+        recipe: the optimisation recipe (hornet.lit.recipe.Recipe; default ``SEGMENTATION_RECIPE``: AdamW 1e-4, poly
+            decay after warm-up, as released); the decoder trains at the base lr.
         inference: ``whole`` (the image at once) or ``slide`` (``slide_crop`` windows every ``slide_stride`` px,
             logits averaged where they overlap) for validation, test and prediction.
     """
@@ -80,35 +79,24 @@ class SegmentationModule(Task):
         num_classes: int = 11,
         in_chans: int = 3,
         img_size: int = 512,
-        lr: float = 1e-4,
-        lr_scaling: Literal["none", "linear"] = "none",
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 1.0,
-        min_lr: float = 0.0,
-        layer_decay: float | None = None,
-        schedule: Literal["poly", "cosine"] = "poly",
-        drop_path_rate: float = 0.0,
+        recipe: Recipe = SEGMENTATION_RECIPE,
         inference: Literal["whole", "slide"] = "whole",
         slide_crop: int | None = None,
         slide_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"model.lr must be > 0; got {lr}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"model.schedule must be one of {SCHEDULES}; got {schedule!r}")
         if inference not in ("whole", "slide"):
             raise ValueError(f"model.inference must be 'whole' or 'slide'; got {inference!r}")
         if aux_weight < 0:
             raise ValueError(f"model.aux_weight must be >= 0; got {aux_weight}")
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be >= 2; got {num_classes}")
-        self.save_hyperparameters()
+        self.save_recipe(recipe)
         self.segmentor = create_segmentor(
             backbone, num_classes=num_classes, in_chans=in_chans, img_size=img_size, decoder=decoder,
             channels=channels, gnconv_order=gnconv_order, gnconv_mixer=gnconv_mixer, gnconv_scale=gnconv_scale,
             aux_channels=aux_channels if aux_weight > 0 else None,
-            backbone_kwargs={"drop_path_rate": drop_path_rate, **(backbone_kwargs or {})},
+            backbone_kwargs={"drop_path_rate": self.recipe.drop_path_rate, **(backbone_kwargs or {})},
         )  # fmt: skip
         if backbone_checkpoint is not None:
             load_backbone_weights(self.backbone, backbone_checkpoint)

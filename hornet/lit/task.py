@@ -8,14 +8,16 @@ A task is a LightningModule with a timm ``backbone``, optionally more trainable 
   ``network_parts``: submodules of it counted on their own (``{"decoder": "decode_head"}``);
 - ``prediction_writer(run_dir)``: what `hornet predict` writes;
 
-and one optimisation recipe: AdamW with timm's weight-decay (or layer-decay) groups on the backbone, linear warm-up
-and cosine, poly or step decay per step, gradient clipping that also works under FSDP, a non-finite-loss stop that every
-rank takes together.
+and one optimisation recipe (``recipe``, a hornet.lit.recipe.Recipe): AdamW with timm's weight-decay (or layer-decay)
+groups on the backbone, linear warm-up and cosine, poly or step decay per step; gradient clipping that also works under
+FSDP, a non-finite-loss stop that every rank takes together.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,10 +27,10 @@ from lightning.pytorch import Callback
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
-__all__ = ["PAPER_BATCH", "SCHEDULES", "Task", "unwrapped_name"]
+from hornet.lit.recipe import PAPER_BATCH, Recipe
 
-PAPER_BATCH = 4096  # the released recipe's lr is quoted for this total batch
-SCHEDULES = ("cosine", "poly", "step")
+__all__ = ["Task", "unwrapped_name"]
+
 STEP_FRACTIONS, STEP_FACTOR = (8 / 12, 11 / 12), 0.1  # the 1x schedule: x 0.1 after epochs 8 and 11 of 12
 WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")  # FSDP, checkpoints, compile
 
@@ -41,13 +43,21 @@ def unwrapped_name(name: str) -> str:
 
 
 class Task(L.LightningModule):
-    """Base of hornet's LightningModules. Subclasses set ``self.backbone`` and save their hyperparameters, among
-    them ``lr``, ``lr_scaling``, ``weight_decay``, ``warmup_epochs``, ``min_lr``, ``layer_decay`` (and ``schedule``:
-    ``cosine`` unless set; ``step_epochs`` for ``step``: None decays at 8/12 and 11/12 of the training)."""
+    """Base of hornet's LightningModules. Subclasses call ``save_recipe`` and set ``self.backbone``."""
 
     monitor: ClassVar[str]
     selection_metrics: ClassVar[tuple[str, ...]]
     backbone: nn.Module
+    recipe: Recipe
+
+    def save_recipe(self, recipe: Recipe, *, ignore: tuple[str, ...] = ()) -> None:
+        """Keep ``recipe`` and save the hyperparameters, the recipe as plain data (checkpoints stay loadable with
+        ``weights_only``)."""
+        if not isinstance(recipe, Recipe):
+            recipe = Recipe(**recipe)
+        self.recipe = recipe
+        self.save_hyperparameters(ignore=["recipe", *ignore], frame=inspect.currentframe().f_back)  # the __init__'s
+        self.hparams["recipe"] = asdict(recipe)
 
     # --- what the CLI, suites and reports ask of a task -----------------------------------------------------------
     def describe(self) -> str:
@@ -76,7 +86,7 @@ class Task(L.LightningModule):
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()} on rank {self.global_rank}) at step {self.global_step} of "
-                f"run {self.trainer.default_root_dir}, {self.describe()}; try a lower model.lr (now "
+                f"run {self.trainer.default_root_dir}, {self.describe()}; try a lower model.recipe.lr (now "
                 f"{self.effective_lr:.3g}), gradient clipping (trainer.gradient_clip_val) or trainer.precision 32"
             )
 
@@ -103,12 +113,12 @@ class Task(L.LightningModule):
     # --- optimisation ----------------------------------------------------------------------------------------------
     @property
     def effective_lr(self) -> float:
-        lr = self.hparams.lr
-        if self.hparams.lr_scaling == "linear":
+        lr = self.recipe.lr
+        if self.recipe.lr_scaling == "linear":
             datamodule = self.trainer.datamodule if self._trainer is not None else None
             batch = getattr(datamodule, "global_batch_size", None)
             if batch is None:
-                raise ValueError("model.lr_scaling 'linear' needs a datamodule with a global_batch_size")
+                raise ValueError("model.recipe.lr_scaling 'linear' needs a datamodule with a global_batch_size")
             lr = lr * batch / PAPER_BATCH
         return lr
 
@@ -120,7 +130,7 @@ class Task(L.LightningModule):
         A feature-pyramid backbone (timm's features_only getter) is grouped through the model it wraps.
         """
         if getattr(self, "_param_settings", None) is None:
-            hp = self.hparams
+            hp = self.recipe
             model, prefix = self.backbone, ""
             if not hasattr(model, "group_matcher") and hasattr(getattr(model, "model", None), "group_matcher"):
                 model, prefix = model.model, "model."  # timm's FeatureGetterNet keeps the model under .model
@@ -137,7 +147,7 @@ class Task(L.LightningModule):
         return self._param_settings
 
     def configure_optimizers(self):
-        hp = self.hparams
+        hp = self.recipe
         lr = self.effective_lr
         settings = self._group_settings()
         groups = {key: [] for key in settings.values()}  # timm's group order, so older checkpoints still resume
@@ -161,9 +171,9 @@ class Task(L.LightningModule):
             steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = min(int(hp.warmup_epochs * steps_per_epoch), total - 1)
         floor = min(hp.min_lr / lr, 1.0)
-        mode = hp.get("schedule", "cosine")
+        mode = hp.schedule
         poly = mode == "poly"
-        step_epochs = hp.get("step_epochs")
+        step_epochs = hp.step_epochs
         milestones = (
             [int(epoch * steps_per_epoch) for epoch in step_epochs]
             if step_epochs is not None

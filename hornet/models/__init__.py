@@ -9,10 +9,10 @@ from hornet.models.variants import (
     REFERENCE_MODELS,
     VARIANTS,
     Variant,
-    builds_for_input_size,
     check_model_name,
     create_hornet,
     create_model,
+    input_size_kwargs,
 )
 
 __all__ = [
@@ -24,12 +24,12 @@ __all__ = [
     "HorBlock",
     "HorNet",
     "Variant",
-    "builds_for_input_size",
     "check_model_name",
     "checkpoint_filter_fn",
     "create_hornet",
     "create_isotropic_model",
     "create_model",
     "create_placement_model",
+    "input_size_kwargs",
     "read_released_checkpoint",
 ]

@@ -1,4 +1,4 @@
-"""Load the authors' released checkpoints: safe reading, raw/EMA choice, key and shape checks, GF filter resize."""
+"""Load the authors' released checkpoints: safe reading, raw/EMA choice, key and shape checks, GF filters resized."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from hornet.ops.mixers import resize_filter
 
 __all__ = [
     "WEIGHT_CHOICES",
@@ -16,12 +17,12 @@ __all__ = [
     "describe_state_dict_mismatch",
     "local_weights_overlay",
     "read_released_checkpoint",
-    "resize_complex_weight",
 ]
 
 WEIGHT_CHOICES = ("raw", "ema")
-# Released training checkpoints (ConvNeXt-style) keep the argparse Namespace of the run under "args".
-torch.serialization.add_safe_globals([argparse.Namespace])
+# Released training checkpoints (ConvNeXt-style) keep the argparse Namespace of the run under "args": allowed while
+# reading them (torch.serialization.safe_globals), never added to torch's global allow-list.
+RELEASED_GLOBALS = [argparse.Namespace]
 
 
 ADAPTABLE_KEYS = ("head.weight", "head.bias", "downsample_layers.0.0.weight")  # timm adapts classes / in_chans
@@ -42,7 +43,8 @@ def read_released_checkpoint(path: str | os.PathLike, *, weights: str = "raw") -
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(RELEASED_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}") from None
     if not isinstance(checkpoint, Mapping):
@@ -67,14 +69,6 @@ def read_released_checkpoint(path: str | os.PathLike, *, weights: str = "raw") -
     if not state_dict:
         raise ValueError(f"{path} holds no tensors under the expected keys; its keys: {sorted(checkpoint)[:8]}")
     return state_dict
-
-
-def resize_complex_weight(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a GF filter (C, h, w, 2) to (C, *size, 2) bilinearly with align_corners=True, as released."""
-    if tuple(weight.shape[1:3]) == tuple(size):
-        return weight
-    resized = F.interpolate(weight.permute(3, 0, 1, 2).float(), size=size, mode="bilinear", align_corners=True)
-    return resized.permute(1, 2, 3, 0).contiguous()  # (C, H, W//2+1, 2)
 
 
 def _describe(keys: list[str], limit: int = 6) -> str:
@@ -138,7 +132,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.endswith("complex_weight") and key in target and value.shape[0] == target[key].shape[0]:
-            value = resize_complex_weight(value, tuple(target[key].shape[1:3]))
+            value = resize_filter(value.float(), tuple(target[key].shape[1:3])).contiguous()
         out[key] = value
     problems = describe_state_dict_mismatch(out, target, adaptable=ADAPTABLE_KEYS)
     if problems:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -30,7 +32,15 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from hornet.models.horfpn import HORFPN_MIXERS, GnConvFusion
 from hornet.models.segmentor import create_feature_backbone
 
-__all__ = ["NECKS", "DetectorCost", "PyramidBackbone", "create_detector", "create_neck"]
+__all__ = [
+    "NECKS",
+    "RELEASED_DETECTOR",
+    "DetectorCost",
+    "DetectorSpec",
+    "PyramidBackbone",
+    "create_detector",
+    "create_neck",
+]
 
 NECKS = ("fpn", *HORFPN_MIXERS)  # fpn: torchvision's FPN; horfpn_7x7 / horfpn_gf: its output convs replaced by gnConv
 BOX_ROI_SIZE, MASK_ROI_SIZE = 7, 14  # RoIAlign outputs of the box and mask heads (as released)
@@ -49,7 +59,7 @@ def create_neck(
     """torchvision's FPN (1x1 laterals, top-down sum, 3x3 output conv per level, a max-pooled fifth level) over
     ``in_channels``; for HorFPN each level's output conv is a bare gnConv block (GF filters sized for GF_MAP_SIDE)."""
     if neck not in NECKS:
-        raise ValueError(f"model.neck must be one of {list(NECKS)}; got {neck!r}")
+        raise ValueError(f"model.detector.neck must be one of {list(NECKS)}; got {neck!r}")
     fpn = FeaturePyramidNetwork(list(in_channels), channels, extra_blocks=LastLevelMaxPool())
     if neck != "fpn":
         for level in range(len(in_channels)):
@@ -75,78 +85,109 @@ class PyramidBackbone(nn.Module):
         return self.neck(OrderedDict((str(level), f) for level, f in enumerate(features)))
 
 
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A two-stage detector beside its backbone (``model.detector`` in a config); the defaults are the released COCO
+    setting.
+
+    Args:
+        kind: ``mask_rcnn`` (boxes and masks) or ``faster_rcnn`` (boxes).
+        neck: ``fpn`` (torchvision's), ``horfpn_7x7`` or ``horfpn_gf`` (gnConv as each level's output conv).
+        channels: the neck's width C (256).
+        gnconv_order, gnconv_mixer, gnconv_scale: HorFPN's gnConv (order 2, the neck's mixer, s = 1 as released).
+        anchor_scale: anchor side / level stride (8: 32-512 px at strides 4-64), aspect ratios 0.5, 1, 2.
+        min_size, max_size: the detector resizes images to these (default: the data's img_size, which leaves square
+            images as they are; COCO as released: 800, 1333).
+        box_head_width, mask_head_width, mask_head_convs, rois_per_image, proposals_train, proposals_test,
+            detections_per_image: the heads' sizes (released: 1024, 256, 4, 512, 2000, 1000, 100).
+    """
+
+    kind: Literal["mask_rcnn", "faster_rcnn"] = "mask_rcnn"
+    neck: str = "fpn"
+    channels: int = 256
+    gnconv_order: int = 2
+    gnconv_mixer: str | None = None
+    gnconv_scale: float = 1.0
+    anchor_scale: float = 8.0
+    min_size: int | None = None
+    max_size: int | None = None
+    box_head_width: int = 1024
+    mask_head_width: int = 256
+    mask_head_convs: int = 4
+    rois_per_image: int = 512
+    proposals_train: int = 2000
+    proposals_test: int = 1000
+    detections_per_image: int = 100
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mask_rcnn", "faster_rcnn"):
+            raise ValueError(f"model.detector.kind must be 'mask_rcnn' or 'faster_rcnn'; got {self.kind!r}")
+        if self.neck not in NECKS:
+            raise ValueError(f"model.detector.neck must be one of {list(NECKS)}; got {self.neck!r}")
+        for key in ("channels", "box_head_width", "rois_per_image", "mask_head_width", "mask_head_convs",
+                    "proposals_train", "proposals_test", "detections_per_image"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.detector.{key} must be a positive integer; got {getattr(self, key)}")
+        if self.anchor_scale <= 0:
+            raise ValueError(f"model.detector.anchor_scale must be > 0; got {self.anchor_scale}")
+
+    @property
+    def masks(self) -> bool:
+        return self.kind == "mask_rcnn"
+
+
+RELEASED_DETECTOR = DetectorSpec()  # the released COCO setting: Mask R-CNN, FPN C = 256, the heads' sizes
+
+
 def create_detector(
     backbone: str,
+    spec: DetectorSpec = RELEASED_DETECTOR,
     *,
     num_classes: int,
-    masks: bool = True,
     in_chans: int = 3,
     img_size: int = 800,
-    neck: str = "fpn",
-    channels: int = 256,
-    gnconv_order: int = 2,
-    gnconv_mixer: str | None = None,
-    gnconv_scale: float = 1.0,
-    anchor_scale: float = 8.0,
-    min_size: int | None = None,
-    max_size: int | None = None,
-    box_head_width: int = 1024,
-    mask_head_width: int = 256,
-    mask_head_convs: int = 4,
-    rois_per_image: int = 512,
-    proposals_train: int = 2000,
-    proposals_test: int = 1000,
-    detections_per_image: int = 100,
     backbone_kwargs: dict | None = None,
 ) -> FasterRCNN:
-    """A torchvision Faster R-CNN (``masks`` False) or Mask R-CNN over the timm ``backbone`` and ``neck``.
+    """A torchvision Faster R-CNN or Mask R-CNN (``spec.kind``) over the timm ``backbone`` and ``spec``'s neck.
 
     ``num_classes`` counts the object classes (the detector adds background as class 0; targets' labels are 1..K).
-    Images come normalised by the data; the detector only resizes them (shorter side to ``min_size``, longer at most
-    ``max_size``; both default to ``img_size``, which leaves square images as they are). Anchors per level are
-    ``anchor_scale`` x the level's stride with aspect ratios 0.5, 1, 2 (8 as released: 32-512 px at strides 4-64).
-    The remaining arguments size the heads (released: box head 1024, mask head 4 x 256 convs, 512 RoIs per image,
-    2000 / 1000 proposals, 100 detections)."""
+    Images come normalised by the data; the detector only resizes them (``spec.min_size`` / ``max_size``)."""
     if num_classes < 1:
         raise ValueError(f"model.num_classes must be >= 1; got {num_classes}")
-    for key, value in (("channels", channels), ("box_head_width", box_head_width), ("rois_per_image", rois_per_image),
-                       ("mask_head_width", mask_head_width), ("mask_head_convs", mask_head_convs),
-                       ("proposals_train", proposals_train), ("proposals_test", proposals_test),
-                       ("detections_per_image", detections_per_image)):  # fmt: skip
-        if value < 1:
-            raise ValueError(f"model.{key} must be a positive integer; got {value}")
-    if anchor_scale <= 0:
-        raise ValueError(f"model.anchor_scale must be > 0; got {anchor_scale}")
     body = create_feature_backbone(backbone, in_chans=in_chans, img_size=img_size, **(backbone_kwargs or {}))
     strides = body.feature_info.reduction()
+    channels = spec.channels
     fpn = create_neck(
-        body.feature_info.channels(), channels, neck, order=gnconv_order, mixer=gnconv_mixer, scale=gnconv_scale
-    )
+        body.feature_info.channels(), channels, spec.neck, order=spec.gnconv_order, mixer=spec.gnconv_mixer,
+        scale=spec.gnconv_scale,
+    )  # fmt: skip
     levels = [*strides, strides[-1] * 2]  # the max-pooled fifth level
     anchors = AnchorGenerator(
-        sizes=tuple((anchor_scale * stride,) for stride in levels), aspect_ratios=((0.5, 1.0, 2.0),) * len(levels)
+        sizes=tuple((spec.anchor_scale * stride,) for stride in levels), aspect_ratios=((0.5, 1.0, 2.0),) * len(levels)
     )
     names = [str(level) for level in range(len(strides))]
+    min_size = spec.min_size or img_size
     kwargs = dict(
         num_classes=None,  # the predictors below carry the classes
-        min_size=min_size or img_size, max_size=max_size or min_size or img_size,
+        min_size=min_size, max_size=spec.max_size or min_size,
         image_mean=[0.0] * in_chans, image_std=[1.0] * in_chans,  # the data normalises
         rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=proposals_train, rpn_post_nms_top_n_train=proposals_train,
-        rpn_pre_nms_top_n_test=proposals_test, rpn_post_nms_top_n_test=proposals_test,
+        rpn_pre_nms_top_n_train=spec.proposals_train, rpn_post_nms_top_n_train=spec.proposals_train,
+        rpn_pre_nms_top_n_test=spec.proposals_test, rpn_post_nms_top_n_test=spec.proposals_test,
         box_roi_pool=MultiScaleRoIAlign(names, BOX_ROI_SIZE, sampling_ratio=2),
-        box_head=TwoMLPHead(channels * BOX_ROI_SIZE**2, box_head_width),
-        box_predictor=FastRCNNPredictor(box_head_width, num_classes + 1),
-        box_batch_size_per_image=rois_per_image, box_detections_per_img=detections_per_image,
+        box_head=TwoMLPHead(channels * BOX_ROI_SIZE**2, spec.box_head_width),
+        box_predictor=FastRCNNPredictor(spec.box_head_width, num_classes + 1),
+        box_batch_size_per_image=spec.rois_per_image, box_detections_per_img=spec.detections_per_image,
     )  # fmt: skip
     pyramid = PyramidBackbone(body, fpn, channels)
-    if not masks:
+    if not spec.masks:
         return FasterRCNN(pyramid, **kwargs)
+    width = spec.mask_head_width
     return MaskRCNN(
         pyramid,
         mask_roi_pool=MultiScaleRoIAlign(names, MASK_ROI_SIZE, sampling_ratio=2),
-        mask_head=MaskRCNNHeads(channels, [mask_head_width] * mask_head_convs, dilation=1),
-        mask_predictor=MaskRCNNPredictor(mask_head_width, mask_head_width, num_classes + 1),
+        mask_head=MaskRCNNHeads(channels, [width] * spec.mask_head_convs, dilation=1),
+        mask_predictor=MaskRCNNPredictor(width, width, num_classes + 1),
         **kwargs,
     )
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from hornet.ops import GnConv, gnconv_dims, parse_mixer
 
-__all__ = ["NUM_STAGES", "HorBlock", "HorNet"]
+__all__ = ["NUM_STAGES", "HorBlock", "HorNet", "per_stage", "stage_feature_sizes"]
 
 NUM_STAGES = 4
 
@@ -58,13 +58,17 @@ class HorBlock(nn.Module):
         # x: (B, C, H, W)
         x = self._residual(x, self.gnconv(self.norm1(x)), self.gamma1, self.channel_shape)
         y = self.norm2(x.permute(0, 2, 3, 1))  # (B, H, W, C): a free view when x is channels_last
-        if torch.is_grad_enabled():
-            y = self.pwconv2(self.act(self.pwconv1(y))).permute(0, 3, 1, 2)  # matmuls: the faster backward
-        else:  # inference: 1x1 convolutions fuse the bias (same math, ~7% faster on CPU than addmm)
-            y = y.permute(0, 3, 1, 2)  # (B, C, H, W) channels_last
-            y = self.act(F.conv2d(y, self.pwconv1.weight[:, :, None, None], self.pwconv1.bias))
-            y = F.conv2d(y, self.pwconv2.weight[:, :, None, None], self.pwconv2.bias)
-        return self._residual(x, y, self.gamma2, self.channel_shape)
+        return self._residual(x, self._mlp(y), self.gamma2, self.channel_shape)
+
+    def _mlp(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, C, H, W). The module's mode picks the kernels, as it does for dropout (never grad mode,
+        which FX and torch.compile cannot see): training runs matmuls, whose backward is faster; eval runs 1x1
+        convolutions that fuse the bias (the same math, ~7% faster on CPU than addmm)."""
+        if self.training:
+            return self.pwconv2(self.act(self.pwconv1(y))).permute(0, 3, 1, 2)
+        y = y.permute(0, 3, 1, 2)  # (B, C, H, W) channels_last
+        y = self.act(F.conv2d(y, self.pwconv1.weight[:, :, None, None], self.pwconv1.bias))
+        return F.conv2d(y, self.pwconv2.weight[:, :, None, None], self.pwconv2.bias)
 
     def _residual(
         self, x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor | None, shape: list[int]
@@ -77,7 +81,8 @@ class HorBlock(nn.Module):
         return x + self.drop_path(branch * gamma.view(shape))
 
 
-def _per_stage(name: str, value: Sequence, *, kind: type | tuple[type, ...]) -> list:
+def per_stage(name: str, value: Sequence, *, kind: type | tuple[type, ...]) -> list:
+    """``value`` as a list of one ``kind`` per stage, or a ValueError naming ``name``."""
     values = list(value) if isinstance(value, (list, tuple)) else None
     if values is None or len(values) != NUM_STAGES or not all(isinstance(v, kind) for v in values):
         raise ValueError(f"{name} must be a list of {NUM_STAGES} per-stage values; got {value!r}")
@@ -175,9 +180,9 @@ class HorNet(PooledClassifierHead, nn.Module):
         stem_stride: int = 4,
     ) -> None:
         super().__init__()
-        depths = _per_stage("depths", depths, kind=int)
-        orders = _per_stage("orders", orders, kind=int)
-        mixers = _per_stage("mixers", mixers, kind=str)
+        depths = per_stage("depths", depths, kind=int)
+        orders = per_stage("orders", orders, kind=int)
+        mixers = per_stage("mixers", mixers, kind=str)
         if any(d < 1 for d in depths):
             raise ValueError(f"depths must be >= 1 per stage; got {depths}")
         if not isinstance(base_dim, int) or base_dim < 1:

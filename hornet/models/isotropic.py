@@ -23,14 +23,13 @@ from dataclasses import dataclass
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d, SelectAdaptivePool2d, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from hornet.models.convert import local_weights_overlay
 from hornet.models.hornet import HorBlock, PooledClassifierHead
-from hornet.models.variants import register_entrypoint
 from hornet.ops import GnConv
 
 __all__ = ["ISOTROPIC", "IsotropicHorNet", "IsotropicSize", "TokenMapGnConv", "create_isotropic_model"]
@@ -251,5 +250,38 @@ def create_isotropic_model(name: str, pretrained: bool = False, **kwargs) -> nn.
     return model
 
 
-for _name in ISOTROPIC:
-    register_entrypoint(_name, create_isotropic_model, __name__, f"{_name}: see hornet.models.isotropic")
+# --- timm entry points: one function per model ----------------------------------------------------------------
+@register_model
+def vit_iso_micro_plain(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Isotropic ViT (micro), plain (self-attention)."""
+    return create_isotropic_model("vit_iso_micro_plain", pretrained, **kwargs)
+
+
+@register_model
+def vit_iso_micro_gnconv(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Isotropic ViT (micro), with gnConv over the token map in every block."""
+    return create_isotropic_model("vit_iso_micro_gnconv", pretrained, **kwargs)
+
+
+@register_model
+def vit_iso_small_plain(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Isotropic ViT (small), plain (self-attention)."""
+    return create_isotropic_model("vit_iso_small_plain", pretrained, **kwargs)
+
+
+@register_model
+def vit_iso_small_gnconv(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Isotropic ViT (small), with gnConv over the token map in every block."""
+    return create_isotropic_model("vit_iso_small_gnconv", pretrained, **kwargs)
+
+
+@register_model
+def hornet_iso_micro(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Isotropic HorNet (micro): patchify stem, HorBlocks of one order at one resolution."""
+    return create_isotropic_model("hornet_iso_micro", pretrained, **kwargs)
+
+
+@register_model
+def hornet_iso_small(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Isotropic HorNet (small): patchify stem, HorBlocks of one order at one resolution."""
+    return create_isotropic_model("hornet_iso_small", pretrained, **kwargs)

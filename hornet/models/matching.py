@@ -3,8 +3,8 @@
 Swapping gnConv in at the same width and depth changes a model's cost (convnext_micro_gnconv has 41% more MACs than
 convnext_micro_plain; an isotropic ViT with gnConv has 10% fewer than with attention), so a same-shape comparison
 cannot tell a better mixer from a bigger model. The authors, comparing gnConv inside Swin and ConvNeXt, changed the
-number of blocks until the costs matched. ``hornet.analysis.matching.match_macs`` does that, trying the settings of
-``matched_candidates`` in order and keeping the first within 5%: depth changes first (the third stage of a
+number of blocks until the costs matched. ``hornet.analysis.measure.matching.match_macs`` does that, trying the
+settings of ``matched_candidates`` in order and keeping the first within 5%: depth changes first (the third stage of a
 hierarchical model, the only one with more than one block at the micro size; the whole stack of an isotropic one)
 at the arm's own width, and the width only when no depth alone lands within the tolerance, then by as few steps as
 possible, each with the least change of depth.
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from timm.models import generate_default_cfgs, get_pretrained_cfg
+from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
 from torch import nn
 
 from hornet.models.isotropic import SIZES as ISOTROPIC_SIZES  # (importing them registers the arms first)
 from hornet.models.placement import SIZES as PLACEMENT_SIZES
-from hornet.models.variants import register_entrypoint
 
 __all__ = ["MATCHED", "MatchedArm", "matched_candidates"]
 
@@ -98,5 +97,39 @@ def _default_cfg(spec: MatchedArm) -> dict:
 
 default_cfgs = generate_default_cfgs({name: _default_cfg(spec) for name, spec in MATCHED.items()})
 
-for _name in MATCHED:
-    register_entrypoint(_name, create_matched_model, __name__, f"{_name}: see hornet.models.matching")
+
+# --- timm entry points: one function per model ----------------------------------------------------------------
+@register_model
+def convnext_micro_gnconv_matched(pretrained: bool = False, **kwargs) -> nn.Module:
+    """convnext_micro_gnconv with its MACs matched to its baseline (MATCHED)."""
+    return create_matched_model("convnext_micro_gnconv_matched", pretrained, **kwargs)
+
+
+@register_model
+def swin_micro_gnconv_matched(pretrained: bool = False, **kwargs) -> nn.Module:
+    """swin_micro_gnconv with its MACs matched to its baseline (MATCHED)."""
+    return create_matched_model("swin_micro_gnconv_matched", pretrained, **kwargs)
+
+
+@register_model
+def vit_iso_micro_gnconv_matched(pretrained: bool = False, **kwargs) -> nn.Module:
+    """vit_iso_micro_gnconv with its MACs matched to its baseline (MATCHED)."""
+    return create_matched_model("vit_iso_micro_gnconv_matched", pretrained, **kwargs)
+
+
+@register_model
+def hornet_iso_micro_matched(pretrained: bool = False, **kwargs) -> nn.Module:
+    """hornet_iso_micro with its MACs matched to its baseline (MATCHED)."""
+    return create_matched_model("hornet_iso_micro_matched", pretrained, **kwargs)
+
+
+@register_model
+def vit_iso_small_gnconv_matched(pretrained: bool = False, **kwargs) -> nn.Module:
+    """vit_iso_small_gnconv with its MACs matched to its baseline (MATCHED)."""
+    return create_matched_model("vit_iso_small_gnconv_matched", pretrained, **kwargs)
+
+
+@register_model
+def hornet_iso_small_matched(pretrained: bool = False, **kwargs) -> nn.Module:
+    """hornet_iso_small with its MACs matched to its baseline (MATCHED)."""
+    return create_matched_model("hornet_iso_small_matched", pretrained, **kwargs)

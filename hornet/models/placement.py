@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import to_2tuple
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
 from torch import nn
 
 from hornet.models.convert import local_weights_overlay
-from hornet.models.variants import register_entrypoint
+from hornet.models.hornet import per_stage
+from hornet.models.variants import CPU_SIZES
 from hornet.ops import GnConv
 
 __all__ = [
@@ -46,7 +47,7 @@ class PlacementSize:
         return tuple(self.base_dim * 2**i for i in range(4))
 
 
-SIZES = {"micro": PlacementSize(16, (1, 1, 2, 1)), "nano": PlacementSize(32, (2, 2, 6, 2))}
+SIZES = {name: PlacementSize(**size) for name, size in CPU_SIZES.items()}
 FAMILIES = ("convnext", "swin")
 PLACEMENTS = [f"{family}_{size}_{kind}" for family in FAMILIES for size in SIZES for kind in ("plain", "gnconv")]
 IMG_SIZE = 32  # the default input size: stage maps 16/8/4/2
@@ -81,13 +82,6 @@ def _gnconv(dim: int, order: int, mixer: str, scale: float, factory: dict) -> Gn
     with torch.device(device) if device is not None else nullcontext():
         module = GnConv(dim, order=order, mixer=mixer, scale=scale)
     return module.to(dtype) if dtype is not None else module
-
-
-def _check_per_stage(name: str, values: Sequence, kind: type) -> tuple:
-    values = tuple(values)
-    if len(values) != 4 or not all(isinstance(v, kind) for v in values):
-        raise ValueError(f"{name} must list 4 {kind.__name__} values, one per stage; got {values!r}")
-    return values
 
 
 class PlacementConvNeXt(ConvNeXt):
@@ -167,8 +161,8 @@ def create_placement_model(
     )
     family, size_name, kind = name.split("_")
     size = PlacementSize(base_dim or SIZES[size_name].base_dim, tuple(depths or SIZES[size_name].depths))
-    orders = _check_per_stage("orders", orders, int)
-    mixers = _check_per_stage("mixers", mixers, str)
+    orders = tuple(per_stage("orders", orders, kind=int))
+    mixers = tuple(per_stage("mixers", mixers, kind=str))
     model_cls = PlacementConvNeXt if family == "convnext" else PlacementSwin
     height, width = to_2tuple(img_size)
     overlay = dict(input_size=(kwargs.get("in_chans", 3), height, width), pool_size=(height // 16, width // 16))
@@ -182,5 +176,50 @@ def create_placement_model(
     return model
 
 
-for _name in PLACEMENTS:
-    register_entrypoint(_name, create_placement_model, __name__, f"{_name}: see hornet.models.placement")
+# --- timm entry points: one function per model ----------------------------------------------------------------
+@register_model
+def convnext_micro_plain(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm ConvNeXt at hornet_micro's width and depth, unmodified (the placement baseline)."""
+    return create_placement_model("convnext_micro_plain", pretrained, **kwargs)
+
+
+@register_model
+def convnext_micro_gnconv(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm ConvNeXt at hornet_micro's width and depth, with gnConv in every block."""
+    return create_placement_model("convnext_micro_gnconv", pretrained, **kwargs)
+
+
+@register_model
+def convnext_nano_plain(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm ConvNeXt at hornet_nano's width and depth, unmodified (the placement baseline)."""
+    return create_placement_model("convnext_nano_plain", pretrained, **kwargs)
+
+
+@register_model
+def convnext_nano_gnconv(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm ConvNeXt at hornet_nano's width and depth, with gnConv in every block."""
+    return create_placement_model("convnext_nano_gnconv", pretrained, **kwargs)
+
+
+@register_model
+def swin_micro_plain(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm Swin at hornet_micro's width and depth, unmodified (the placement baseline)."""
+    return create_placement_model("swin_micro_plain", pretrained, **kwargs)
+
+
+@register_model
+def swin_micro_gnconv(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm Swin at hornet_micro's width and depth, with gnConv in every block."""
+    return create_placement_model("swin_micro_gnconv", pretrained, **kwargs)
+
+
+@register_model
+def swin_nano_plain(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm Swin at hornet_nano's width and depth, unmodified (the placement baseline)."""
+    return create_placement_model("swin_nano_plain", pretrained, **kwargs)
+
+
+@register_model
+def swin_nano_gnconv(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm Swin at hornet_nano's width and depth, with gnConv in every block."""
+    return create_placement_model("swin_nano_gnconv", pretrained, **kwargs)

@@ -22,7 +22,7 @@ from hornet.models.convert import checkpoint_filter_fn, describe_state_dict_mism
 from hornet.models.decoders import FCNHead, SemanticFPNHead, UPerHead
 from hornet.models.horfpn import HORFPN_MIXERS, GnConvFusion
 from hornet.models.hornet import HorNet
-from hornet.models.variants import builds_for_input_size, check_model_name
+from hornet.models.variants import check_model_name, input_size_kwargs
 
 __all__ = [
     "DECODERS",
@@ -59,8 +59,7 @@ DECODERS = {
 def create_feature_backbone(name: str, *, in_chans: int, img_size: int, **kwargs) -> nn.Module:
     """The timm model ``name`` as ``features_only`` (its last four levels, NCHW), or a ValueError saying why not."""
     check_model_name(name, key="model.backbone")
-    if builds_for_input_size(name):
-        kwargs.setdefault("img_size", img_size)  # GF filters, Swin windows, ViT position embeddings
+    kwargs = {**input_size_kwargs(name, img_size), **kwargs}  # GF filters, Swin windows, ViT position embeddings
     kwargs.setdefault("device", torch.get_default_device())  # timm would build on the CPU inside a meta context
     try:
         return timm.create_model(

@@ -1,15 +1,13 @@
 """The HorNet variant table and its timm registration.
 
-Every architecture is one row of ``VARIANTS``; ``import hornet`` registers each row in timm under its name, so
-``timm.create_model("hornet_tiny_gf")`` works like any timm model. Released checkpoints load offline with
-``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` (add ``weights="ema"`` to the
-overlay for the EMA weights).
+Every architecture is one row of ``VARIANTS`` (data); each has a ``@register_model`` function of its name that builds
+its row, so ``timm.create_model("hornet_tiny_gf")`` works like any timm model once ``hornet`` is imported. Released
+checkpoints load offline with ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``
+(add ``weights="ema"`` to the overlay for the EMA weights).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -26,11 +24,10 @@ __all__ = [
     "REFERENCE_MODELS",
     "VARIANTS",
     "Variant",
-    "builds_for_input_size",
     "check_model_name",
     "create_hornet",
     "create_model",
-    "register_entrypoint",
+    "input_size_kwargs",
 ]
 
 DW7 = ("dw7", "dw7", "dw7", "dw7")
@@ -88,10 +85,15 @@ def _released(base_dim: int, mixers: tuple[str, ...], img_size: int = 224) -> Va
     return Variant(base_dim, RELEASED_DEPTHS, mixers, img_size=img_size, crop_pct=1.0 if img_size > 224 else 0.875)
 
 
-def _small(base_dim: int, depths: tuple[int, ...], mixers: tuple[str, ...], description: str) -> Variant:
+# The CPU sizes, shared with the placement hosts of the same name (hornet.models.placement): width and depth.
+CPU_SIZES = {"micro": dict(base_dim=16, depths=(1, 1, 2, 1)), "nano": dict(base_dim=32, depths=(2, 2, 6, 2))}
+
+
+def _small(size: str, mixers: tuple[str, ...], description: str) -> Variant:
     return Variant(
-        base_dim, depths, mixers, img_size=32, stem_stride=2, crop_pct=1.0, released=False, description=description
-    )
+        **CPU_SIZES[size], mixers=mixers, img_size=32, stem_stride=2, crop_pct=1.0, released=False,
+        description=description,
+    )  # fmt: skip
 
 
 VARIANTS: dict[str, Variant] = {
@@ -106,10 +108,10 @@ VARIANTS: dict[str, Variant] = {
     "hornet_large_gf": _released(192, GF),
     "hornet_large_gf_img384": _released(192, GF, img_size=384),
     # CPU-sized variants for 28-64 px data: stride-2 stem, stage maps 16/8/4/2 at 32 px.
-    "hornet_micro_7x7": _small(16, (1, 1, 2, 1), DW7, "CPU-sized HorNet for 28-64 px images (smoke tests)"),
-    "hornet_micro_gf": _small(16, (1, 1, 2, 1), GF, "CPU-sized HorNet-GF for 28-64 px images (smoke tests)"),
-    "hornet_nano_7x7": _small(32, (2, 2, 6, 2), DW7, "CPU-sized HorNet for 28-64 px images (ablations)"),
-    "hornet_nano_gf": _small(32, (2, 2, 6, 2), GF, "CPU-sized HorNet-GF for 28-64 px images (ablations)"),
+    "hornet_micro_7x7": _small("micro", DW7, "CPU-sized HorNet for 28-64 px images (smoke tests)"),
+    "hornet_micro_gf": _small("micro", GF, "CPU-sized HorNet-GF for 28-64 px images (smoke tests)"),
+    "hornet_nano_7x7": _small("nano", DW7, "CPU-sized HorNet for 28-64 px images (ablations)"),
+    "hornet_nano_gf": _small("nano", GF, "CPU-sized HorNet-GF for 28-64 px images (ablations)"),
 }
 
 default_cfgs = generate_default_cfgs({name: variant.default_cfg() for name, variant in VARIANTS.items()})
@@ -172,28 +174,98 @@ def check_model_name(name: str, *, key: str = "model") -> None:
         raise ValueError(f"{key}: unknown model {name!r}{hint}")
 
 
-def builds_for_input_size(name: str) -> bool:
-    """Whether the timm model ``name`` is built for an ``img_size``: hornet's (GF filters, Swin windows) and timm's with
-    a fixed input size (its Swin windows, ViT position embeddings)."""
+def input_size_kwargs(name: str, img_size: int | None) -> dict:
+    """The keyword a timm model ``name`` is built with for ``img_size`` inputs: ``{"img_size": img_size}`` for
+    hornet's models (GF filters, Swin windows) and timm's with a fixed input size (Swin windows, ViT position
+    embeddings); ``{}`` for the others, which take any size (and for ``img_size`` None)."""
     import timm
 
-    if name in REFERENCE_MODELS or timm.models.model_entrypoint(name).__module__.startswith("hornet."):
-        return True
-    return bool(timm.models.get_pretrained_cfg_value(name, "fixed_input_size"))
+    if img_size is None:
+        return {}
+    sized = name in REFERENCE_MODELS or timm.models.model_entrypoint(name).__module__.startswith("hornet.")
+    return {"img_size": img_size} if sized or timm.models.get_pretrained_cfg_value(name, "fixed_input_size") else {}
 
 
-def register_entrypoint(name: str, build: Callable[..., nn.Module], module: str, doc: str) -> None:
-    """Register ``build(name, pretrained=..., **kwargs)`` in timm as the model ``name``, defined in ``module``."""
-
-    def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
-        return build(name, pretrained=pretrained, **kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = module
-    entrypoint.__doc__ = doc
-    setattr(sys.modules[module], name, entrypoint)  # timm looks entrypoints up as attributes of their module
-    register_model(entrypoint)
+# --- timm entry points: one function per model, each building its row of VARIANTS -------------------------------
+@register_model
+def hornet_tiny_7x7(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-T 7x7 depthwise, as released."""
+    return create_hornet("hornet_tiny_7x7", pretrained, **kwargs)
 
 
-for _name, _variant in VARIANTS.items():
-    register_entrypoint(_name, create_hornet, __name__, f"{_name}: HorNet variant {_variant.model_args()}")
+@register_model
+def hornet_tiny_gf(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-T GF (Global-Local Filter in stages 3-4), as released."""
+    return create_hornet("hornet_tiny_gf", pretrained, **kwargs)
+
+
+@register_model
+def hornet_small_7x7(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-S 7x7 depthwise, as released."""
+    return create_hornet("hornet_small_7x7", pretrained, **kwargs)
+
+
+@register_model
+def hornet_small_gf(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-S GF (Global-Local Filter in stages 3-4), as released."""
+    return create_hornet("hornet_small_gf", pretrained, **kwargs)
+
+
+@register_model
+def hornet_base_7x7(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-B 7x7 depthwise, as released."""
+    return create_hornet("hornet_base_7x7", pretrained, **kwargs)
+
+
+@register_model
+def hornet_base_gf(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-B GF (Global-Local Filter in stages 3-4), as released."""
+    return create_hornet("hornet_base_gf", pretrained, **kwargs)
+
+
+@register_model
+def hornet_base_gf_img384(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-B GF (Global-Local Filter in stages 3-4) at 384 px, as released."""
+    return create_hornet("hornet_base_gf_img384", pretrained, **kwargs)
+
+
+@register_model
+def hornet_large_7x7(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-L 7x7 depthwise, as released."""
+    return create_hornet("hornet_large_7x7", pretrained, **kwargs)
+
+
+@register_model
+def hornet_large_gf(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-L GF (Global-Local Filter in stages 3-4), as released."""
+    return create_hornet("hornet_large_gf", pretrained, **kwargs)
+
+
+@register_model
+def hornet_large_gf_img384(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-L GF (Global-Local Filter in stages 3-4) at 384 px, as released."""
+    return create_hornet("hornet_large_gf_img384", pretrained, **kwargs)
+
+
+@register_model
+def hornet_micro_7x7(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-Micro 7x7 depthwise: CPU-sized, for 28-64 px images (not released)."""
+    return create_hornet("hornet_micro_7x7", pretrained, **kwargs)
+
+
+@register_model
+def hornet_micro_gf(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-Micro GF (Global-Local Filter in stages 3-4): CPU-sized, for 28-64 px images (not released)."""
+    return create_hornet("hornet_micro_gf", pretrained, **kwargs)
+
+
+@register_model
+def hornet_nano_7x7(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-Nano 7x7 depthwise: CPU-sized, for 28-64 px images (not released)."""
+    return create_hornet("hornet_nano_7x7", pretrained, **kwargs)
+
+
+@register_model
+def hornet_nano_gf(pretrained: bool = False, **kwargs) -> HorNet:
+    """HorNet-Nano GF (Global-Local Filter in stages 3-4): CPU-sized, for 28-64 px images (not released)."""
+    return create_hornet("hornet_nano_gf", pretrained, **kwargs)

@@ -66,17 +66,19 @@ def fft_filters(model: nn.Module):
             m.dense_max_pixels = value
 
 
+def resize_filter(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A GF filter (C, h, w, 2), the real view of a complex spectrum, resized to (C, size[0], size[1], 2) bilinearly
+    with align_corners=True, as released; unchanged when it has that size."""
+    if weight.shape[1] == size[0] and weight.shape[2] == size[1]:
+        return weight
+    resized = F.interpolate(weight.permute(3, 0, 1, 2), size=size, mode="bilinear", align_corners=True)  # (2, C, h, w)
+    return resized.permute(1, 2, 3, 0)  # (C, H, W//2+1, 2)
+
+
 def _filter_spectrum(x: torch.Tensor, weight: torch.Tensor, dense_max_pixels: int) -> torch.Tensor:
     height, width = x.shape[-2], x.shape[-1]
     freq_height, freq_width = height, width // 2 + 1  # the spectrum's size (filter_size_for; TorchScript-compiled here)
-    if weight.shape[1] != freq_height or weight.shape[2] != freq_width:
-        weight = F.interpolate(
-            weight.permute(3, 0, 1, 2),  # (2, C, h, w): real/imag as the batch
-            size=(freq_height, freq_width),
-            mode="bilinear",
-            align_corners=True,
-        ).permute(1, 2, 3, 0)  # (C, H, W//2+1, 2)
-    weight = weight.float()
+    weight = resize_filter(weight, (freq_height, freq_width)).float()
     complex_weight = torch.complex(weight[..., 0], weight[..., 1])  # (C, H, W//2+1); never view_as_complex
     if height * width <= dense_max_pixels:
         return _circular_filter(x.float(), complex_weight)

@@ -23,5 +23,5 @@ def tiny_fit(
     if not summary:
         args += ["--trainer.enable_model_summary", "false"]
     if lr is not None:
-        args += ["--model.lr", lr, "--model.lr_scaling", "linear"]
+        args += ["--model.recipe.lr", lr, "--model.recipe.lr_scaling", "linear"]
     return args

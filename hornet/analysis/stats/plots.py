@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from hornet.analysis.results import SuiteResults, training_curves
+from hornet.analysis.stats.results import SuiteResults, training_curves
 
 __all__ = [
     "accuracy_figure", "curves_figure", "erf_figure", "interaction_figure", "pareto_figure", "pareto_front",

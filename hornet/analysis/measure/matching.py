@@ -6,7 +6,7 @@ from __future__ import annotations
 import timm
 import torch
 
-from hornet.analysis.complexity import count_complexity
+from hornet.analysis.measure.complexity import count_complexity
 from hornet.models.matching import TOLERANCE, matched_candidates
 
 __all__ = ["match_macs"]

@@ -1,7 +1,7 @@
 """Detections as pictures: boxes and masks drawn on the image in class colours, and ground truth | prediction sheets.
 
 Drawing is torchvision's (``draw_segmentation_masks``, ``draw_bounding_boxes``); the colours are the segmentation
-masks' palette (hornet.analysis.masks), indexed by the detector's labels 1..K.
+masks' palette (hornet.analysis.draw.masks), indexed by the detector's labels 1..K.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from hornet.analysis.masks import image_sheet, palette
+from hornet.analysis.draw.masks import image_sheet, palette
 
 __all__ = ["class_name", "detection_sheet", "draw_detections"]
 

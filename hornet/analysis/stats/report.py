@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["FORMATS", "render_table", "to_csv", "to_markdown"]
 
@@ -42,11 +43,11 @@ def render_table(rows: Sequence[dict], *, fmt: str = "table", title: str = "", c
     if fmt == "markdown":
         sys.stdout.write(to_markdown(rows))
         return
-    table = Table(title=title or None)
+    table = Table(title=Text(title) if title else None)  # cells and title are text, never markup
     for column in rows[0]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
+        table.add_row(*(Text(str(value)) for value in row.values()))
     console = console or Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))  # pipes and logs: never truncate cells

@@ -238,7 +238,7 @@ class SuitePower:
 def suite_power(results: SuiteResults) -> SuitePower | None:
     """The suite's detectable difference (paired t, alpha 0.05, power 0.8) at its seeds and observed paired spread;
     None when no comparison has 2 seeds or the spread is zero."""
-    from hornet.analysis.power import detectable_difference
+    from hornet.analysis.stats.power import detectable_difference
 
     differences = [s.difference for s in results.variants if s.difference is not None and s.difference.n >= 2]
     if not differences:
@@ -253,7 +253,7 @@ def suite_power(results: SuiteResults) -> SuitePower | None:
 def power_line(results: SuiteResults, detect: float) -> str:
     """One plain line: the smallest difference the suite detects, and the seeds that would detect ``detect`` (in
     the metric's units, e.g. 0.01 = 1 point of accuracy)."""
-    from hornet.analysis.power import ALPHA, POWER, seeds_needed
+    from hornet.analysis.stats.power import ALPHA, POWER, seeds_needed
 
     power = suite_power(results)
     if power is None:

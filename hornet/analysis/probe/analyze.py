@@ -12,8 +12,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hornet.analysis.erf import erf_rows
-from hornet.analysis.interactions import (
+from hornet.analysis.probe.erf import erf_rows
+from hornet.analysis.probe.interactions import (
     RATIOS,
     bootstrap_band,
     correctly_classified,
@@ -22,8 +22,8 @@ from hornet.analysis.interactions import (
     neighbour_pairs,
     strength_curve,
 )  # fmt: skip
-from hornet.analysis.plots import erf_figure, interaction_figure
-from hornet.analysis.trained import Trained
+from hornet.analysis.probe.trained import Trained
+from hornet.analysis.stats.plots import erf_figure, interaction_figure
 from hornet.files import write_atomic
 
 __all__ = [
@@ -143,7 +143,7 @@ def analyze_erf(
             stop = min(start + batch_size, count)
             yield torch.stack([dataset[i][0] for i in range(start, stop)]).to(device)
 
-    from hornet.analysis.erf import stage_count
+    from hornet.analysis.probe.erf import stage_count
 
     with _progress() as bar:
         task = bar.add_task("ERF (sizes x stages)", total=len(sizes) * stage_count(model))
@@ -170,8 +170,8 @@ def analyze_suite(
     (its PNG, written last, exists) is not analysed again. Then the suite-level files: interaction_strength.csv
     and erf.csv (one row per variant, seed and point) beside results.csv. ``interactions`` and ``erf`` are keyword
     arguments of analyze_interactions and analyze_erf."""
-    from hornet.analysis.results import load_suite
-    from hornet.analysis.trained import load_trained
+    from hornet.analysis.probe.trained import load_trained
+    from hornet.analysis.stats.results import load_suite
 
     suite = load_suite(suite_dir)
     finished = [row for row in suite.rows if row.ok]

@@ -21,7 +21,7 @@ from timm.layers import LayerNorm2d, to_2tuple
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hornet.models.variants import builds_for_input_size, create_model
+from hornet.models.variants import create_model, input_size_kwargs
 from hornet.ops.mixers import fft_filters
 
 __all__ = ["CONVENTIONS", "Complexity", "count_complexity", "profile_model"]
@@ -128,9 +128,7 @@ def count_complexity(
 
 def profile_model(name: str, *, img_size: int | None = None, convention: str = "torch", **model_kwargs) -> Complexity:
     """Build the timm model ``name`` on the meta device (no memory, no init) and count its complexity."""
-    kwargs = dict(model_kwargs)
-    if img_size is not None and builds_for_input_size(name):
-        kwargs["img_size"] = img_size  # GF filters follow the input size, as when the model is built for it
+    kwargs = {**model_kwargs, **input_size_kwargs(name, img_size)}  # GF filters follow the input size
     model = create_model(name, device="meta", **kwargs)
     size = img_size or model.pretrained_cfg["input_size"][-1]
     in_chans = kwargs.get("in_chans", model.pretrained_cfg["input_size"][0])

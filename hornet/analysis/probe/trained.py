@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from hornet.models import builds_for_input_size, check_model_name
+from hornet.models import check_model_name, input_size_kwargs
 from hornet.runs import RunDir, class_args
 
 __all__ = ["Trained", "datamodule_from_config", "load_trained"]
@@ -38,9 +38,7 @@ def datamodule_from_config(data: dict, **overrides):
 
 def _backbone(name: str, kwargs: dict, *, num_classes: int, in_chans: int, img_size: int, checkpoint: Path | None):
     check_model_name(name, key="--model")
-    kwargs = dict(kwargs)
-    if builds_for_input_size(name):
-        kwargs["img_size"] = img_size  # GF filters are resized from the checkpoint's size on load
+    kwargs = {**kwargs, **input_size_kwargs(name, img_size)}  # GF filters are resized from the checkpoint's on load
     if checkpoint is not None:
         kwargs |= dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
     with torch.random.fork_rng():

@@ -7,8 +7,8 @@ from pathlib import Path
 import timm
 import torch
 
-from hornet.analysis.trained import datamodule_from_config
-from hornet.models import builds_for_input_size
+from hornet.analysis.probe.trained import datamodule_from_config
+from hornet.models import input_size_kwargs
 from hornet.runs import RunDir, class_args
 
 __all__ = ["resolution_sweep"]
@@ -33,9 +33,7 @@ def resolution_sweep(
     for size in sizes:
         data = datamodule_from_config(config["data"], img_size=size)
         data.setup("test")
-        kwargs = dict(model_config.get("backbone_kwargs") or {})
-        if builds_for_input_size(model_config["backbone"]):
-            kwargs["img_size"] = size  # GF filters are resized from the checkpoint's size on load
+        kwargs = {**(model_config.get("backbone_kwargs") or {}), **input_size_kwargs(model_config["backbone"], size)}
         overlay = dict(file=str(checkpoint))
         model = timm.create_model(
             model_config["backbone"], pretrained=True, pretrained_cfg_overlay=overlay, num_classes=data.num_classes,

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from hornet.analysis.complexity import profile_model
-from hornet.models import builds_for_input_size, create_model
+from hornet.analysis.measure.complexity import profile_model
+from hornet.models import create_model, input_size_kwargs
 
 __all__ = [
     "PRECISIONS",
@@ -83,8 +83,7 @@ def _autocast(config: BenchConfig) -> contextlib.AbstractContextManager:
 
 def _build(name: str, config: BenchConfig) -> nn.Module:
     # models built for an input size (GF filters, Swin windows) get the benchmark's, as training builds them
-    kwargs = {"img_size": config.img_size} if builds_for_input_size(name) else {}
-    model = create_model(name, **kwargs).to(config.device)
+    model = create_model(name, **input_size_kwargs(name, config.img_size)).to(config.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.grad_checkpointing:
@@ -231,7 +230,10 @@ def measure_peak_memory(name: str, mode: str, config: BenchConfig) -> float:
         return torch.cuda.max_memory_allocated(config.device) / 2**20
     payload = json.dumps({"name": name, "mode": mode, "config": asdict(config)})
     result = subprocess.run(
-        [sys.executable, "-m", "hornet.analysis.benchmark", payload], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "hornet.analysis.measure.benchmark", payload],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"memory probe for {name} failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -302,5 +304,5 @@ def matmul_peak_gflops(
     return 2 * size**3 * count / elapsed / 1e9
 
 
-if __name__ == "__main__":  # the per-model memory probe: python -m hornet.analysis.benchmark '<json>'
+if __name__ == "__main__":  # the per-model memory probe: python -m hornet.analysis.measure.benchmark '<json>'
     _memory_probe(sys.argv[1])

@@ -1,0 +1,1 @@
+"""Drawings for prediction writers: palette masks, boxes and masks on images, side-by-side sheets."""

@@ -1,0 +1,1 @@
+"""Probing trained models: interaction orders (J(m)), effective receptive fields, resolution sweeps."""
