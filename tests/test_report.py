@@ -366,3 +366,13 @@ def test_a_published_suite_reports_the_same_table_and_resumes_elsewhere_without_
 def test_publish_rejects_a_folder_that_is_not_a_suite(tmp_path, capsys):
     assert main(["publish", str(tmp_path)]) == 2
     assert "not a suite directory" in capsys.readouterr().err
+
+
+def test_suites_that_share_a_name_are_labelled_by_their_folder_everywhere(capsys):
+    paths = [str(ROOT / "results" / "order_ablation_cpu_full"), str(ROOT / "results" / "order_ablation")]
+    assert main(["report", *paths, "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    suites = {row.split(",")[0] for row in out.strip().splitlines()[1:]}
+    assert suites == {"order_ablation_cpu_full", "order_ablation"}
+    lines = [line for line in err.splitlines() if line.startswith("order_ablation")]  # power and selection lines
+    assert {line.split(":")[0] for line in lines} == {"order_ablation_cpu_full", "order_ablation"}, lines

@@ -34,14 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hornet.analysis.stats.report import render_table
-    from hornet.analysis.stats.results import load_suite, power_line, problem_rows, selection_line, summary_rows
+    from hornet.analysis.stats.results import (
+        label_suites,
+        load_suite,
+        power_line,
+        problem_rows,
+        selection_line,
+        summary_rows,
+    )
 
     if args.detect <= 0:
         raise UsageError(f"--detect must be a positive number of points; got {args.detect}")
-    suites = [load_suite(path, reference=args.reference, metric=args.metric) for path in args.paths]
+    suites = label_suites([load_suite(path, reference=args.reference, metric=args.metric) for path in args.paths])
     several = len(suites) > 1
     rows = [row for suite in suites for row in summary_rows(suite, label_suite=several)]
-    title = " | ".join(f"{s.name} ({s.path}), reference {s.reference}" for s in suites)
+    title = " | ".join(f"{s.label} ({s.path}), reference {s.reference}" for s in suites)
     render_table(rows, fmt=args.format, title=title + "; delta: paired over seeds, 95% t interval, * excludes 0")
     for suite in suites:  # stdout beside a table, stderr beside CSV (which stays machine-readable)
         text = sys.stderr if args.format == "csv" else sys.stdout
@@ -49,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         line, on_test = selection_line(suite, args.select)
         print(line, file=text)
         if suite.note:
-            print(f"{suite.name}: {suite.note}", file=text)
+            print(f"{suite.label}: {suite.note}", file=text)
         if on_test:
             print(
-                f"hornet report: warning: {suite.name} is selected on a test column ({args.select}); the chosen "
+                f"hornet report: warning: {suite.label} is selected on a test column ({args.select}); the chosen "
                 "variant's test score is then an over-estimate: select on a best_val_* column",
                 file=sys.stderr,
             )
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         written = save_plots(suites, args.plots)
         for suite in suites:  # J(m) curves and ERF maps of suites that `hornet analyze suite` has analysed
-            written += suite_figures(suite, Path(args.plots) / suite.name if several else args.plots)
+            written += suite_figures(suite, Path(args.plots) / suite.label if several else args.plots)
         for path in written:
             Console(stderr=True).print(f"wrote {path}", highlight=False)
     return 0

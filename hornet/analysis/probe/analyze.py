@@ -251,7 +251,7 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
                 if r == 0:
                     axis.set_title(f"stage {stage}", fontsize=9)
             axes[r][0].set_ylabel(variant, fontsize=8)
-        figure.suptitle(f"{suite.name}: ERF per stage, log10(A+1)/max (lowest seed)", fontsize=9)
+        figure.suptitle(f"{suite.label}: ERF per stage, log10(A+1)/max (lowest seed)", fontsize=9)
         figure.tight_layout()
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / "erf.png", dpi=120)

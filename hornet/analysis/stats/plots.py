@@ -34,7 +34,7 @@ def accuracy_figure(suites: list[SuiteResults]) -> Figure:
         positions = [i + (index - (len(suites) - 1) / 2) * width for i in range(len(suite.variants))]
         means = [_percent(v.mean(suite.metric)) for v in suite.variants]
         errors = [_percent(v.std(suite.metric) or 0.0) for v in suite.variants]
-        axes.bar(positions, means, width=width, yerr=errors, capsize=3, label=suite.name, alpha=0.85)
+        axes.bar(positions, means, width=width, yerr=errors, capsize=3, label=suite.label, alpha=0.85)
     first = suites[0]
     labels = [v.variant + (" (ref)" if v.variant == first.reference else "") for v in first.variants]
     axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
@@ -66,7 +66,7 @@ def pareto_figure(suites: list[SuiteResults]) -> Figure:
     figure, axes = plt.subplots(figsize=(6, 4))
     for suite in suites:
         points = [(v.mean("macs") / 1e6, _percent(v.mean(suite.metric))) for v in suite.variants]
-        axes.scatter([p[0] for p in points], [p[1] for p in points], label=suite.name, zorder=3)
+        axes.scatter([p[0] for p in points], [p[1] for p in points], label=suite.label, zorder=3)
         for (x, y), variant in zip(points, suite.variants, strict=True):
             axes.annotate(variant.variant, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
         front = pareto_front(points)
@@ -87,7 +87,7 @@ def curves_figure(suites: list[SuiteResults], column: str | None = None) -> Figu
     figure, axes = plt.subplots(figsize=(6, 4))
     column = column or "val/" + suites[0].metric.removeprefix("test_")
     for suite in suites:
-        prefix = f"{suite.name}: " if len(suites) > 1 else ""
+        prefix = f"{suite.label}: " if len(suites) > 1 else ""
         for variant, epochs in training_curves(suite, column).items():
             xs = sorted(epochs)
             axes.plot(xs, [100 * statistics.fmean(epochs[x]) for x in xs], marker="o", label=prefix + variant)

@@ -92,6 +92,10 @@ class SuiteResults:
     metric: str = "test_top1"
     variants: list[VariantSummary] = field(default_factory=list)
     note: str | None = None  # the suite's own line for its reader (ablation.note), e.g. that it is a smoke check
+    label: str = ""  # what a reader sees: its name, or its folder where several suites of one report share a name
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def not_ok(self) -> list[RunResult]:
@@ -99,6 +103,18 @@ class SuiteResults:
 
     def run_dir(self, result: RunResult) -> RunDir:
         return RunDir(suite_run_dir(self.path.parent, result.variant, result.seed))
+
+
+def label_suites(suites: list[SuiteResults]) -> list[SuiteResults]:
+    """Suites shown together are labelled by their folder when their names clash (order_ablation_cpu_full beside
+    order_ablation, both named order_ablation), by their path when their folders clash too."""
+    names = [suite.name for suite in suites]
+    folders = [suite.path.parent.name for suite in suites]
+    for suite in suites:
+        if names.count(suite.name) > 1:
+            folder = suite.path.parent.name
+            suite.label = folder if folders.count(folder) == 1 else str(suite.path.parent)
+    return suites
 
 
 def _suite_spec(suite_dir: Path) -> dict:
@@ -196,7 +212,7 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
         else:
             mark = " *" if difference.significant else ""
             delta = f"{100 * difference.mean:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]{mark}"
-        row = {"suite": results.name} if label_suite else {}
+        row = {"suite": results.label} if label_suite else {}
         row.update(
             {
                 "variant": summary.variant,
@@ -220,7 +236,7 @@ def summary_rows(results: SuiteResults, *, label_suite: bool = False) -> list[di
 
 def problem_rows(results: SuiteResults) -> list[dict]:
     """Failed and interrupted runs: listed, never averaged in."""
-    return [{"suite": results.name, "variant": r.variant, "seed": r.seed, "status": r.status} for r in results.not_ok]
+    return [{"suite": results.label, "variant": r.variant, "seed": r.seed, "status": r.status} for r in results.not_ok]
 
 
 @dataclass(frozen=True)
@@ -257,11 +273,11 @@ def power_line(results: SuiteResults, detect: float) -> str:
 
     power = suite_power(results)
     if power is None:
-        return f"{results.name}: no paired comparison with 2 or more seeds; its power cannot be stated"
+        return f"{results.label}: no paired comparison with 2 or more seeds; its power cannot be stated"
     needed = seeds_needed(detect, power.sd)
     needed_text = f"{needed} seeds" if needed else "more than 10000 seeds"
     return (
-        f"{results.name}: with {power.seeds} seeds and a paired spread of {100 * power.sd:.2f} points (sd of per-seed "
+        f"{results.label}: with {power.seeds} seeds and a paired spread of {100 * power.sd:.2f} points (sd of per-seed "
         f"differences, median over {power.comparisons} comparisons), the smallest difference this suite detects "
         f"(paired t, alpha {ALPHA}, power {POWER}) is {100 * power.detectable:.2f} points: a difference that is not "
         f"significant is not evidence of none above that. Detecting {100 * detect:.2f} points takes {needed_text}."
@@ -276,7 +292,7 @@ def selection_line(results: SuiteResults, select: str | None = None) -> tuple[st
     select = select or "best_val_" + metric.removeprefix("test_")
     values = {s.variant: s.values(select) for s in results.variants if s.values(select)}
     if not values:
-        return f"{results.name}: no variant has {select}; nothing to select on", False
+        return f"{results.label}: no variant has {select}; nothing to select on", False
     shared = set.intersection(*(set(v) for v in values.values()))  # compared on the same seeds, when there are any
     means = {v: statistics.fmean(x for seed, x in per_seed.items() if not shared or seed in shared)
              for v, per_seed in values.items()}  # fmt: skip
@@ -288,7 +304,7 @@ def selection_line(results: SuiteResults, select: str | None = None) -> tuple[st
     on = f" on seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, sorted(shared)))}" if shared else ""
     runs = len(summary.runs)
     line = (
-        f"{results.name}: selected on {select}{on}: {chosen} ({_fmt(means[chosen], 2, 100)}); its {metric} "
+        f"{results.label}: selected on {select}{on}: {chosen} ({_fmt(means[chosen], 2, 100)}); its {metric} "
         f"{reported_text} over {runs} seed{'s' if runs > 1 else ''}"
     )
     return line, select.startswith("test_")
