@@ -376,3 +376,27 @@ def test_suites_that_share_a_name_are_labelled_by_their_folder_everywhere(capsys
     assert suites == {"order_ablation_cpu_full", "order_ablation"}
     lines = [line for line in err.splitlines() if line.startswith("order_ablation")]  # power and selection lines
     assert {line.split(":")[0] for line in lines} == {"order_ablation_cpu_full", "order_ablation"}, lines
+
+
+def test_publish_refuses_runs_of_another_configuration_unless_replace(tmp_path, capsys):
+    import json
+    import shutil
+
+    source = tmp_path / "runs" / "scale_ablation"
+    shutil.copytree(ROOT / "results" / "scale_ablation", source)
+    to = ["--to", str(tmp_path / "results")]
+    assert main(["publish", str(source), *to]) == 0
+    target = tmp_path / "results" / "scale_ablation"
+    assert main(["publish", str(source), *to]) == 0  # the same runs again: fine (it follows a suite run by run)
+    # the suite rerun with another configuration, with fewer seeds: its runs are not the published ones
+    shutil.rmtree(source / "s_1" / "seed2")
+    result = source / "s_1" / "seed0" / "result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "config_hash": "0" * 16}))
+    capsys.readouterr()
+    assert main(["publish", str(source), *to]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 runs of another configuration" in err and "--replace" in err and len(err.strip().splitlines()) == 1
+    assert main(["publish", str(source), *to, "--replace"]) == 0
+    published = {p.parent.relative_to(target) for p in target.glob("*/seed*/result.json")}
+    assert published == {p.parent.relative_to(source) for p in source.glob("*/seed*/result.json")}  # no stale run
+    assert json.loads((target / "s_1" / "seed0" / "result.json").read_text())["config_hash"] == "0" * 16
