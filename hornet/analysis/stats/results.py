@@ -107,13 +107,13 @@ class SuiteResults:
 
 def label_suites(suites: list[SuiteResults]) -> list[SuiteResults]:
     """Suites shown together are labelled by their folder when their names clash (order_ablation_cpu_full beside
-    order_ablation, both named order_ablation), by their path when their folders clash too."""
-    names = [suite.name for suite in suites]
-    folders = [suite.path.parent.name for suite in suites]
+    order_ablation, both named order_ablation), by their path when their folders' names clash too; one suite given
+    twice keeps its name."""
     for suite in suites:
-        if names.count(suite.name) > 1:
-            folder = suite.path.parent.name
-            suite.label = folder if folders.count(folder) == 1 else str(suite.path.parent)
+        folders = {other.path.parent.resolve() for other in suites if other.name == suite.name}
+        if len(folders) > 1:
+            same_folder_name = [f for f in folders if f.name == suite.path.parent.name]
+            suite.label = suite.path.parent.name if len(same_folder_name) == 1 else str(suite.path.parent)
     return suites
 
 
