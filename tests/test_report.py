@@ -400,3 +400,11 @@ def test_publish_refuses_runs_of_another_configuration_unless_replace(tmp_path, 
     published = {p.parent.relative_to(target) for p in target.glob("*/seed*/result.json")}
     assert published == {p.parent.relative_to(source) for p in source.glob("*/seed*/result.json")}  # no stale run
     assert json.loads((target / "s_1" / "seed0" / "result.json").read_text())["config_hash"] == "0" * 16
+
+
+def test_analysing_a_published_suite_says_which_command_makes_its_runs(capsys):
+    """A published suite keeps no checkpoints: the analysis needs the runs, and the message says how to make them."""
+    assert main(["analyze", "suite", str(ROOT / "results" / "order_ablation_cpu_full")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    made_by = "hornet fit --config experiments/order_ablation.yaml --config experiments/scale/cpu_full.yaml`"
+    assert "no checkpoints (a published suite)" in err and made_by in err and "publish_dir" not in err

@@ -4,6 +4,7 @@ CSV files and PNG figures into an output folder, with a progress bar."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,6 +178,11 @@ def analyze_suite(
     finished = [row for row in suite.rows if row.ok]
     if not finished:
         raise ValueError(f"{suite.path} has no finished runs to analyse")
+    missing = [row for row in finished if not _analysed(suite, row) and suite.run_dir(row).best_checkpoint() is None]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(finished)} finished runs hold no checkpoint: {analysis_hint(suite)}"
+        )
     strength_rows, erf_rows_all = [], []
     console = Console(stderr=True)
     for n, row in enumerate(finished, 1):
@@ -195,6 +201,38 @@ def analyze_suite(
     _write_csv(folder / STRENGTH_CSV, strength_rows)
     _write_csv(folder / ERF_CSV, erf_rows_all)
     return {"strength": folder / STRENGTH_CSV, "erf": folder / ERF_CSV}
+
+
+def _analysed(suite, row) -> bool:
+    output = suite.run_dir(row).path / RUN_ANALYSIS
+    return (output / "interactions.png").is_file() and (output / "erf.png").is_file()
+
+
+def suite_command(suite) -> str | None:
+    """The command that made ``suite``'s runs, as its first run's meta.json recorded it."""
+    for row in suite.rows:
+        meta = suite.run_dir(row).path / "meta.json"
+        if meta.is_file():
+            argv = list(json.loads(meta.read_text()).get("argv") or [])[1:]
+            if "--ablation.publish_dir" in argv:  # where it published as it ran: not part of making the runs
+                at = argv.index("--ablation.publish_dir")
+                del argv[at : at + 2]
+            return "hornet " + " ".join(argv) if argv else None
+    return None
+
+
+def analysis_hint(suite) -> str:
+    """What analysing ``suite`` takes: `hornet analyze suite` on its folder, or, for a suite whose runs keep no
+    checkpoints (a published one), the command that makes the runs first."""
+    folder = suite.path.parent
+    if any(suite.run_dir(row).best_checkpoint() is not None for row in suite.rows if row.ok):
+        return f"not analysed yet: hornet analyze suite {folder}"
+    made_by = suite_command(suite)
+    make = f"make them with `{made_by}`" if made_by else "run the suite"
+    return (
+        f"{folder} keeps its results but no checkpoints (a published suite), and the analysis needs the trained "
+        f"runs: {make}, then `hornet analyze suite` on the suite's folder under your runs root"
+    )
 
 
 def suite_figures(suite, directory: str | Path) -> list[Path]:
