@@ -177,8 +177,24 @@ def build_run(config: dict, stage: Stage = "fit", *, meta: bool = False, suite: 
     try:
         trainer = Trainer(**trainer_args)
     except MisconfigurationException as err:  # Lightning's own checks (an accelerator this machine lacks)
-        raise UsageError(one_line(err)) from err
+        raise UsageError(_trainer_problem(one_line(err), trainer_args)) from err
     return Run(stage, config, run_dir, module, data, trainer, str(checkpoint_file) if checkpoint_file else None)
+
+
+def _trainer_problem(message: str, trainer_args: dict) -> str:
+    """Lightning's message about the devices or the accelerator, with the key and a value that works here."""
+    gpus = torch.cuda.device_count()
+    lowered = message.lower()
+    if "devices" in lowered:
+        kind, count = ("GPUs", gpus) if gpus else ("CPU processes", os.cpu_count() or 1)
+        return (
+            f"trainer.devices {trainer_args.get('devices')}: {message} This machine has {count} {kind}: e.g. "
+            "trainer.devices 1 (or auto)"
+        )
+    if "accelerator" in lowered or "backend" in lowered:
+        works = "gpu (or auto)" if gpus else "cpu (or auto)"
+        return f"trainer.accelerator {trainer_args.get('accelerator')!r}: {message} This machine takes {works}"
+    return message
 
 
 def _start_fit(run: Run) -> None:

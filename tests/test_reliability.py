@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,8 +81,26 @@ def _released_for_another_architecture(tmp_path: Path) -> list[str]:
 
 
 def case(name: str, extra, *expected: str):
-    """One bad input: its name, the arguments after `hornet fit <synthetic run>`, what the one line must say."""
-    return pytest.param(extra, expected, id=name)
+    """One bad input: its name (its row in docs/reliability.md), the arguments after `hornet fit <synthetic run>`,
+    what the one line must say besides the table's words."""
+    return pytest.param(name, extra, expected, id=name)
+
+
+def _corrupt_image(tmp_path: Path) -> list[str]:
+    _image_tree(tmp_path / "images")
+    args = [*IMAGE_FOLDER, "--data.init_args.root", str(tmp_path / "images"), "--data.init_args.batch_size", "4"]
+    return [*args, "--data.init_args.auto_augment", "null", "--trainer.enable_progress_bar", "false"]
+
+
+def _documented_cases() -> dict[str, tuple[int, str]]:
+    """docs/reliability.md's table of bad input: input -> (exit status, the words the one line starts with)."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    table = text[text.index("| input | exit | the line starts with |") :].split("\n\n")[0].splitlines()[2:]
+    rows = {}
+    for line in table:
+        name, status, says = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[name] = (int(status), says.strip("`").strip().split(" ...")[0])
+    return rows
 
 
 BAD_INPUTS = [
@@ -112,6 +131,7 @@ BAD_INPUTS = [
     case("unknown ablation.only run", lambda t: [*_suite(t), "--ablation.only", "c:0"],
          "ablation.only 'c:0' matches no run", "a, b"),
     case("malformed YAML", _malformed_yaml, "broken.yaml", "line 4"),
+    case("corrupt image", _corrupt_image, "corrupt or truncated image", "data.skip_corrupt"),
     case("data root that does not exist", lambda t: [*IMAGE_FOLDER, "--data.init_args.root", str(t / "nowhere")],
          "nowhere", "does not exist"),
     case("data root without images", _empty_image_tree, str(Path("images") / "train"), "Found no valid file"),
@@ -126,25 +146,35 @@ BAD_INPUTS = [
          "saved from another model", "unexpected keys: backbone.other.weight", "missing keys"),
     case("released checkpoint of another architecture", _released_for_another_architecture, "does not fit",
          "shape mismatches"),
-    case("no devices (Lightning's own check)", lambda t: ["--trainer.devices", "0"], "Trainer(devices='0')",
-         "not a valid input"),
-    pytest.param(lambda t: ["--trainer.accelerator", "gpu"], ("No supported gpu backend found",),
-                 id="an accelerator this machine lacks",
+    case("no devices (Lightning's own check)", lambda t: ["--trainer.devices", "0"], "trainer.devices 0:",
+         "Trainer(devices='0')", "not a valid input", "trainer.devices 1"),
+    pytest.param("an accelerator this machine lacks", lambda t: ["--trainer.accelerator", "gpu"],
+                 ("No supported gpu backend found", "takes cpu (or auto)"), id="an accelerator this machine lacks",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("extra, expected", BAD_INPUTS)
-def test_bad_input_fails_with_one_clear_line(tmp_path, capsys, extra, expected):
+def test_the_reliability_table_lists_every_case_and_no_other():
+    assert set(_documented_cases()) == {case.id for case in BAD_INPUTS}
+
+
+@pytest.mark.parametrize("name, extra, expected", BAD_INPUTS)
+def test_bad_input_fails_with_one_clear_line_as_the_table_says(tmp_path, capsys, name, extra, expected):
+    """Each row of docs/reliability.md's table, run: its exit status, one line starting with its words, no traceback,
+    nothing trained, no run directory left."""
+    documented_status, words = _documented_cases()[name]
     status = main(["fit", *SYNTHETIC, "--runs_dir", str(tmp_path / "runs"), *extra(tmp_path)])
     err = capsys.readouterr().err
-    assert status == 2, err
+    assert status == documented_status, err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("hornet: error:")]
     assert len(errors) == 1, err
+    pattern = ".*?".join(re.escape(part) for part in words.split("<path>"))  # <path>: a folder of this test's
+    assert re.match(pattern, errors[0].removeprefix("hornet: error:").strip()), (words, errors[0])
     for text in expected:
         assert text in errors[0], errors[0]
     assert not list((tmp_path / "runs").rglob("*.ckpt")), "nothing trains before the input is checked"
+    assert not (tmp_path / "runs").exists(), "a rejected command leaves no run directory"
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -176,19 +206,6 @@ def _image_tree(root: Path, per_class: int = 6) -> None:
     (root / "train" / "cat" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     whole = (root / "train" / "dog" / "0.png").read_bytes()
     (root / "train" / "dog" / "truncated.png").write_bytes(whole[: len(whole) // 2])
-
-
-def test_a_corrupt_image_is_reported_with_its_path(tmp_path, capsys):
-    _image_tree(tmp_path / "images")
-    args = [*IMAGE_FOLDER, "--data.init_args.root", str(tmp_path / "images"), "--data.init_args.batch_size", "4"]
-    args += ["--data.init_args.num_workers", "0", "--data.init_args.auto_augment", "null"]
-    args += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--runs_dir", str(tmp_path)]
-    status = main(["fit", *args, "--model.backbone", "hornet_micro_7x7"])
-    err = capsys.readouterr().err
-    assert status == 2 and "Traceback" not in err
-    line = next(line for line in err.splitlines() if line.startswith("hornet: error:"))
-    assert "corrupt or truncated image" in line and ("bad.jpg" in line or "truncated.png" in line), line
-    assert "data.skip_corrupt" in line
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
