@@ -17,8 +17,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from hornet.analysis.draw.detections import class_name, detection_sheet, draw_detections
+from hornet.analysis.draw.detections import detection_sheet, draw_detections
 from hornet.analysis.draw.masks import mask_image, mask_sheet
+from hornet.data.coco_format import coco_ground_truth, coco_results
 from hornet.errors import interrupted_by, raise_if_interrupted
 from hornet.files import write_atomic
 
@@ -152,21 +153,27 @@ class MaskWriter(BasePredictionWriter):
 class DetectionWriter(BasePredictionWriter):
     """``hornet predict`` for detection: per image a PNG with the detections at or above ``score_threshold`` drawn
     (boxes, class names, scores, masks; named after the image file when predicting a folder, else by test-split
-    index), ``detections.json`` with every detection (box x1, y1, x2, y2 in pixels, class, score), and
-    ``sheet.png``: the first images' ground truth (when the data has it) next to their predictions."""
+    index); ``detections.json``, every detection in COCO's results format (``image_id``, ``category_id``, ``bbox`` as
+    x, y, width, height, ``score``, RLE ``segmentation`` for Mask R-CNN), which pycocotools' COCOeval reads; for data
+    without an annotation file of its own (the scenes), ``ground_truth.json``, the split's ground truth as a COCO
+    instances file; and ``sheet.png``: the first images' ground truth next to their predictions."""
 
     def __init__(self, directory: Path, classes: tuple[str, ...] = (), *, score_threshold: float = 0.5) -> None:
         super().__init__(write_interval="batch")
         self.directory, self.classes, self.score_threshold = directory, tuple(classes), score_threshold
         self.records: list[dict] = []
+        self.truth: list[tuple[int, int, int, dict]] = []  # (image_id, height, width, target) without a file of its own
         self.sheet: list[tuple[torch.Tensor, dict, dict | None, str]] = []
         self.names: list[str] | None = None
+        self.category_ids: dict[int, int] = {}
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.records, self.sheet = [], []
+        self.records, self.truth, self.sheet = [], [], []
         self.names = _predict_names(trainer)
+        data = trainer.datamodule
         if not self.classes:  # the data's class names, known once the datamodule is attached
-            self.classes = tuple(getattr(trainer.datamodule, "classes", ()) or ())
+            self.classes = tuple(getattr(data, "classes", ()) or ())
+        self.category_ids = data.category_ids() if hasattr(data, "category_ids") else {}
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write_on_batch_end(
@@ -180,26 +187,34 @@ class DetectionWriter(BasePredictionWriter):
             image, detection = prediction["images"][row], prediction["detections"][row]
             drawn = draw_detections(image, detection, self.classes, score_threshold=self.score_threshold)
             write_png(drawn, str(self.directory / f"{name}.png"))
-            for box, label, score in zip(detection["boxes"].tolist(), detection["labels"].tolist(),
-                                         detection["scores"].tolist()):  # fmt: skip
-                self.records.append({"image": name, "box": [round(v, 2) for v in box], "label": label,
-                                     "class": class_name(label, self.classes), "score": round(score, 4)})  # fmt: skip
+            target = targets[row] if targets else None
+            image_id = int(target.get("image_id", index)) if target is not None else index
+            categories = self.category_ids or {label: label for label in detection["labels"].tolist()}
+            self.records += coco_results(image_id, detection, categories)
+            if target is not None:
+                self.truth.append((image_id, image.shape[-2], image.shape[-1], target))
             if len(self.sheet) < SHEET_IMAGES:
-                self.sheet.append((image, detection, targets[row] if targets else None, name))
+                self.sheet.append((image, detection, target, name))
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        write_atomic(self.directory / "detections.json", lambda handle: json.dump(self.records, handle, indent=1))
+        write_atomic(self.directory / "detections.json", lambda handle: json.dump(self.records, handle))
+        annotations = trainer.datamodule.annotation_file() if hasattr(trainer.datamodule, "annotation_file") else None
+        if annotations is None and self.truth and self.category_ids:
+            truth = coco_ground_truth(self.truth, self.classes, self.category_ids)
+            annotations = self.directory / "ground_truth.json"
+            write_atomic(annotations, lambda handle: json.dump(truth, handle))
         if self.sheet:
             images, detections, targets, names = zip(*self.sheet)
             detection_sheet(
                 images, detections, self.directory / "sheet.png", classes=self.classes, names=names,
                 targets=targets if all(t is not None for t in targets) else None, score_threshold=self.score_threshold,
             )  # fmt: skip
-        images = len({record["image"] for record in self.records})
-        print(f"hornet predict: {len(self.records)} detections in {images} images written to {self.directory}",
-              file=sys.stderr)  # fmt: skip
+        images = len({record["image_id"] for record in self.records})
+        against = f"; COCO results format, ground truth {annotations}" if annotations and self.truth else ""
+        print(f"hornet predict: {len(self.records)} detections in {images} images written to {self.directory}"
+              f"{against}", file=sys.stderr)  # fmt: skip
 
 
 class SaveOnException(Callback):

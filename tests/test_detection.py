@@ -1,8 +1,11 @@
 """Detection and instance segmentation: FPN / HorFPN necks over timm backbones in torchvision's R-CNNs, COCO mAP,
 the scenes' instances, the COCO-format reader and its errors, the CLI end to end."""
 
+import contextlib
 import csv
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,8 @@ import torch
 from backbones import FAMILIES
 from PIL import Image
 from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from torchmetrics.detection import MeanAveragePrecision
 
 from hornet.analysis.measure.complexity import count_complexity
@@ -263,6 +268,56 @@ def test_a_short_detection_fit_writes_map_and_predict_draws_detections(tmp_path)
     assert main(["predict", *by_name]) == 0
     predictions = tmp_path / "det" / "predictions"
     assert len(list(predictions.glob("0000*.png"))) == 32 and (predictions / "sheet.png").is_file()
-    records = json.loads((predictions / "detections.json").read_text())
-    assert all(len(r["box"]) == 4 and 0 <= r["score"] <= 1 for r in records)
-    assert {r["class"] for r in records} <= set(CLASSES) and records  # named by the data's classes
+    # COCO's own tool reads what predict wrote (results, and the scenes' ground truth) and scores what test scored
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(predictions / "ground_truth.json"))
+        detections = truth.loadRes(str(predictions / "detections.json"))
+        for iou_type in ("bbox", "segm"):
+            evaluation = COCOeval(truth, detections, iou_type)
+            evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+            ours = float(tested[f"test/{iou_type}_mAP"])
+            print(f"COCOeval {iou_type} mAP {evaluation.stats[0]:.4f}, hornet test {ours:.4f}", file=sys.stderr)
+            assert evaluation.stats[0] == pytest.approx(float(tested[f"test/{iou_type}_mAP"]), abs=1e-3), iou_type
+    assert {c["name"] for c in truth.dataset["categories"]} == set(CLASSES) and len(truth.getImgIds()) == 32
+
+
+def test_coco_results_and_ground_truth_score_as_torchmetrics_does(tmp_path):
+    """hornet predict's COCO files (hornet.data.coco_format) under pycocotools' COCOeval give the mAP that hornet's
+    test metric (torchmetrics, pycocotools backend) gives the same detections: boxes, masks, categories, ids."""
+    from hornet.data.coco_format import coco_ground_truth, coco_results
+
+    generator = torch.Generator().manual_seed(0)
+    metric = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
+    truth, results, categories = [], [], {1: 7, 2: 11, 3: 42}  # the data's own category ids
+    for image_id in range(6):
+        corners = torch.randint(0, 40, (3, 2), generator=generator).float()
+        boxes = torch.cat([corners, corners + torch.randint(8, 24, (3, 2), generator=generator)], dim=1)
+        masks = torch.zeros(3, 64, 64, dtype=torch.bool)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            masks[k, y1:y2, x1:x2] = True
+        labels = torch.randint(1, 4, (3,), generator=generator)
+        target = {"boxes": boxes, "labels": labels, "masks": masks}
+        # real-valued box shifts and noisy masks: no IoU lands exactly on one of COCO's thresholds (torchmetrics keeps
+        # them in float32, which would decide such a tie otherwise than COCOeval)
+        shift = 6 * torch.rand(3, 4, generator=generator) - 3
+        noise = torch.rand(3, 64, 64, generator=generator) < 0.15
+        detection = {
+            "boxes": (boxes + shift).clamp(0, 64), "labels": torch.where(torch.arange(3) == 2, 1, labels),
+            "scores": torch.rand(3, generator=generator), "masks": masks.roll(1, dims=2) & ~noise,
+        }  # fmt: skip
+        metric.update([detection], [target])
+        truth.append((image_id, 64, 64, target))
+        results += coco_results(image_id, detection, categories)
+    expected = metric.compute()
+    (tmp_path / "truth.json").write_text(json.dumps(coco_ground_truth(truth, ("a", "b", "c"), categories)))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "truth.json"))
+        detections = coco.loadRes(str(tmp_path / "results.json"))
+        for iou_type in ("bbox", "segm"):
+            evaluation = COCOeval(coco, detections, iou_type)
+            evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+            theirs = float(expected[f"{iou_type}_map"])
+            print(f"COCOeval {iou_type} mAP {evaluation.stats[0]:.4f}, torchmetrics {theirs:.4f}", file=sys.stderr)
+            assert 0.1 < evaluation.stats[0] < 0.9, iou_type  # a score far from 0 and 1: the comparison means something
+            assert evaluation.stats[0] == pytest.approx(float(expected[f"{iou_type}_map"]), abs=1e-3), iou_type

@@ -278,3 +278,12 @@ class DetectionDataModule(ImageDataModule):
 
     classes: tuple[str, ...] = ()
     collate_fn = staticmethod(detection_collate)
+
+    def category_ids(self) -> dict[int, int]:
+        """Label (1..K) -> the data's own category id: a COCO file's, or the label itself where there is none."""
+        return {label: label for label in range(1, self.num_classes + 1)}
+
+    def annotation_file(self) -> Path | None:
+        """The test split's COCO annotation file, when the data has one of its own (None: `hornet predict` writes the
+        split's ground truth in COCO's format instead)."""
+        return None

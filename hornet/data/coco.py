@@ -194,6 +194,12 @@ class COCODataModule(DetectionDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def category_ids(self) -> dict[int, int]:
+        return {label: category for category, label in self.labels.items()}
+
+    def annotation_file(self) -> Path:
+        return self._annotations("test")
+
     def _annotations(self, split: str) -> Path:
         return self.root / "annotations" / f"instances_{self.splits[split]}.json"
 
