@@ -146,6 +146,9 @@ def config_parser() -> LightningArgumentParser:
         "--base", type=str | None, default=None, help="in a config file: the config it extends (docs/training.md)"
     )
     parser.add_argument(
+        "--verbose", type=bool, default=False, help="Lightning's banners, tips, warnings and summary tables as well"
+    )
+    parser.add_argument(
         "--ablation", type=AblationConfig | None, default=None, help="run a suite of variants (docs/suites.md)"
     )
     for key in ("num_classes", "in_chans", "img_size"):  # the model's input and output come from its data

@@ -8,11 +8,9 @@ Lightning is used through its extension points: loggers, callbacks, a checkpoint
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,10 @@ from hornet.errors import EXIT_USAGE, UsageError, exit_status, one_line
 from hornet.files import check_writable_dir, write_text
 from hornet.lit import Task
 from hornet.loggers import run_loggers
-from hornet.runs import BEST_PREFIX, BOOKKEEPING_KEYS, RunDir
+from hornet.quiet import RunLog, quiet_lightning
+from hornet.runs import BEST_PREFIX, RunDir
 
-__all__ = ["Run", "SuiteContext", "SuiteLauncher", "build_run", "execute", "quiet_lightning"]
+__all__ = ["Run", "SuiteContext", "SuiteLauncher", "build_run", "execute"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,7 @@ class Run:
     data: ImageDataModule
     trainer: Trainer
     ckpt_path: str | None = None
+    log: RunLog | None = None  # Lightning's messages, for <run>/lightning.log once the run's folder exists
 
     @property
     def fresh_fit(self) -> bool:
@@ -97,7 +97,9 @@ def _start_checkpoint(stage: Stage, ckpt_path: str | None, run_dir: RunDir) -> P
     return Path(ckpt_path) if ckpt_path else None
 
 
-def _callbacks(stage: Stage, module: Task, run_dir: RunDir, trainer_args: dict, suite: SuiteContext | None) -> list:
+def _callbacks(
+    stage: Stage, module: Task, run_dir: RunDir, trainer_args: dict, suite: SuiteContext | None, verbose: bool
+) -> list:
     monitor = module.monitor
     callbacks = [
         ModelCheckpoint(
@@ -133,12 +135,19 @@ def _callbacks(stage: Stage, module: Task, run_dir: RunDir, trainer_args: dict, 
         stderr = {"stderr": True}  # stdout is for results (tables, CSV)
         bar = SuiteProgressBar(suite.progress, leave=True, console_kwargs=stderr) if suite else None
         callbacks.append(bar or RichProgressBar(leave=True, console_kwargs=stderr))
-    if trainer_args.get("enable_model_summary") is not False and suite is None:
+    if trainer_args.get("enable_model_summary") is not False and verbose:  # else: hornet's one line (commands.run)
         callbacks.append(RichModelSummary(max_depth=1))
     return callbacks
 
 
-def build_run(config: dict, stage: Stage = "fit", *, meta: bool = False, suite: SuiteContext | None = None) -> Run:
+def build_run(
+    config: dict,
+    stage: Stage = "fit",
+    *,
+    meta: bool = False,
+    suite: SuiteContext | None = None,
+    log: RunLog | None = None,
+) -> Run:
     """Build the run of a resolved ``config`` (hornet.config) for ``stage``: parse it once, seed, instantiate the task
     and data (on the meta device with ``meta``, to count and check a suite's variants), read the checkpoint it starts
     from once, and make its Trainer. Nothing is written yet. Bad input raises ValueError / UsageError."""
@@ -169,16 +178,17 @@ def build_run(config: dict, stage: Stage = "fit", *, meta: bool = False, suite: 
         trainer_args["plugins"] = [AtomicCheckpointIO(preloaded)]
     configured = trainer_args.get("callbacks") or []
     configured = configured if isinstance(configured, list) else [configured]
-    trainer_args["callbacks"] = [*configured, *_callbacks(stage, module, run_dir, trainer_args, suite)]
-    if suite is not None:
-        trainer_args["enable_model_summary"] = False  # one suite, one display: no summary per run
-        if suite.status is not None:
-            trainer_args["enable_progress_bar"] = False
+    verbose = bool(config.get("verbose")) and suite is None
+    trainer_args["callbacks"] = [*configured, *_callbacks(stage, module, run_dir, trainer_args, suite, verbose)]
+    if not verbose:
+        trainer_args["enable_model_summary"] = False  # no Lightning summary table: hornet prints one line
+    if suite is not None and suite.status is not None:
+        trainer_args["enable_progress_bar"] = False
     try:
         trainer = Trainer(**trainer_args)
     except MisconfigurationException as err:  # Lightning's own checks (an accelerator this machine lacks)
         raise UsageError(_trainer_problem(one_line(err), trainer_args)) from err
-    return Run(stage, config, run_dir, module, data, trainer, str(checkpoint_file) if checkpoint_file else None)
+    return Run(stage, config, run_dir, module, data, trainer, str(checkpoint_file) if checkpoint_file else None, log)
 
 
 def _trainer_problem(message: str, trainer_args: dict) -> str:
@@ -208,7 +218,7 @@ def _start_fit(run: Run) -> None:
             stale.unlink()
     run.dir.path.mkdir(parents=True, exist_ok=True)
     run.dir.write_meta(run.config.get("seed_everything"))
-    saved = {**run.config, **dict.fromkeys(key for key in BOOKKEEPING_KEYS if key not in ("run_name", "runs_dir"))}
+    saved = {**run.config, **dict.fromkeys(("ablation", "base", "ckpt_path")), "verbose": False}
     header = "".join(f"# {line}\n" for line in config_parser().dump_header or ())
     write_text(run.dir.config_file, header + yaml.safe_dump(saved, sort_keys=False))
 
@@ -230,32 +240,20 @@ def execute(run: Run) -> None:
     try:
         if run.stage == "fit":
             _start_fit(run)
+        if run.log is not None and run.trainer.is_global_zero:
+            run.log.attach(run.dir.path)
+        if run.stage == "fit":
             run.trainer.fit(run.module, datamodule=run.data, ckpt_path=run.ckpt_path)
             _check_trained(run)
-        else:
+        elif run.stage == "predict":
+            run.trainer.predict(run.module, datamodule=run.data, ckpt_path=run.ckpt_path, return_predictions=False)
+        else:  # Lightning's table of the results only with --verbose: hornet prints them in one line
             method = getattr(run.trainer, run.stage)
-            method(run.module, datamodule=run.data, ckpt_path=run.ckpt_path)
+            method(run.module, datamodule=run.data, ckpt_path=run.ckpt_path, verbose=bool(run.config.get("verbose")))
     except Exception as err:
         if exit_status(err) == EXIT_USAGE and created and run.trainer.is_global_zero:
             shutil.rmtree(created[-1], ignore_errors=True)
         raise
-
-
-@contextmanager
-def quiet_lightning():
-    """Inside a suite: no per-run banners, tips or hints from Lightning (warnings and errors still show)."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning's own
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _callback(trainer: Trainer, kind: type):

@@ -42,8 +42,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the repository, for an edi
 CONFIG_FILE, META_FILE, METRICS_FILE, RESULT_FILE = "config.yaml", "meta.json", "metrics.csv", "result.json"
 BEST_PREFIX = "best-"  # checkpoints/best-epochNNN-<metric>X.ckpt: the best epoch by the task's monitored metric
 DEFAULT_RUNS_DIR = "runs"  # the runs root: single runs in runs/<run_name>, suites in runs/<suite name> (--runs_dir)
-# Keys of a run's config that say where it is written and what it starts from, not what it computes: not hashed.
-BOOKKEEPING_KEYS = ("ablation", "base", "run_name", "runs_dir", "ckpt_path")
+# Keys of a run's config that say where it is written, what it starts from and how much it prints, not what it
+# computes: not hashed.
+BOOKKEEPING_KEYS = ("ablation", "base", "run_name", "runs_dir", "ckpt_path", "verbose")
 
 
 def config_hash(config: dict) -> str:

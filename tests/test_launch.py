@@ -2,6 +2,7 @@
 read once, and suites whose runs take several processes."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,20 @@ def test_a_best_checkpoint_whose_save_was_interrupted_is_forgotten_on_resume(tmp
     assert checkpoint["callbacks"]["ModelCheckpoint{best}"]["best_model_score"] is None
     assert checkpoint["callbacks"]["ModelCheckpoint{best}"]["best_k_models"] == {}
     assert checkpoint["callbacks"]["ModelCheckpoint{kept}"]["best_model_path"] == str(kept)  # a saved best stays
+
+
+def test_a_single_run_prints_hornet_s_lines_and_keeps_lightning_s_in_its_log(tmp_path, capfd):
+    """Quiet by default: no banners, tips, known-harmless warnings or summary table on the console (they go to the
+    run's lightning.log), scores as percentages; --verbose shows Lightning's own output again."""
+    where = ["--runs_dir", str(tmp_path), "--run_name", "quiet"]
+    assert main(["fit", *tiny_fit(epochs=1, summary=True), *where]) == 0
+    err = capfd.readouterr().err
+    for banner in ("Seed set to", "GPU available", "TPU available", "Tip:", "LeafSpec", "Name", "Trainable params"):
+        assert banner not in err, banner
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[0].startswith("hornet fit: model hornet_micro_7x7, 0.") and " M MACs per 32 px image" in lines[0]
+    assert re.search(r"val/top1=\d+\.\d\d%", err) and "val/loss=" in err  # scores as percentages, losses as they are
+    log = (tmp_path / "quiet" / "lightning.log").read_text()
+    assert "Seed set to 0" in log and "GPU available" in log
+    assert main(["test", *where, "--verbose", "true"]) == 0
+    assert "Test metric" in capfd.readouterr().out  # Lightning's own results table

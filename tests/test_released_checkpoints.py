@@ -137,3 +137,18 @@ def test_checkpoint_for_another_architecture_names_the_differences(tmp_path):
 def test_bad_weights_choice():
     with pytest.raises(ValueError, match=r"weights must be one of \('raw', 'ema'\)"):
         timm.create_model("hornet_micro_7x7", pretrained=True, pretrained_cfg_overlay=dict(file="x", weights="best"))
+
+
+def test_a_run_s_own_one_channel_checkpoint_loads_without_timm_s_channel_message(tmp_path, caplog):
+    """The weights' own channels are declared to timm (a Fashion-MNIST run's stem takes 1), so loading says nothing."""
+    import logging
+
+    trained = timm.create_model("hornet_micro_7x7", in_chans=1, num_classes=10)
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in trained.state_dict().items()}}, path)
+    with caplog.at_level(logging.WARNING):
+        model = timm.create_model(
+            "hornet_micro_7x7", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), in_chans=1, num_classes=10
+        )
+    assert not [r for r in caplog.records if "source channels" in r.getMessage()], caplog.text
+    torch.testing.assert_close(model.stem_weight(), trained.stem_weight())

@@ -129,7 +129,7 @@ def test_test_uses_the_best_checkpoint_and_predict_writes_csv(tmp_path, capsys):
         and 0 <= float(rows[-1]["test/top1"]) <= 1
         and 0 <= float(rows[-1]["test/top1_ema"]) <= 1
     )
-    assert err.count("test/top1=") == 1 and f"test/top1={round(float(rows[-1]['test/top1']), 4)}" in err
+    assert err.count("test/top1=") == 1 and f"test/top1={100 * float(rows[-1]['test/top1']):.2f}%" in err
     assert main(["predict", *common]) == 0
     rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,class1,prob1,class2,prob2,class3,prob3,class4,prob4,class5,prob5" and len(rows) == 33

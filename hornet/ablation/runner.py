@@ -39,7 +39,7 @@ from hornet.ablation.workers import (
     stop_workers,
     worker_count,
 )  # fmt: skip
-from hornet.analysis.stats.report import render_table
+from hornet.analysis.stats.report import is_fraction, render_table
 from hornet.errors import Interrupted, interrupt_on_signals, interrupted_by, one_line, raise_if_interrupted
 from hornet.files import check_writable_dir, write_json, write_text
 from hornet.runs import RunDir, RunResult, git_commit
@@ -280,7 +280,8 @@ class SuiteRunner:
             rows.append({
                 "variant": run.variant.name, "seed": run.seed,
                 "status": result.status if result else "not run (locked elsewhere)",
-                **{k: "-" if v is None else round(v, 4) for k, v in (result.scores if result else {}).items()},
+                **{f"{k}_%" if is_fraction(k) else k: "-" if v is None else round(100 * v if is_fraction(k) else v, 2)
+                   for k, v in (result.scores if result else {}).items()},
                 "wall_s": result.wall_s if result else "-",
             })  # fmt: skip
         columns = dict.fromkeys(key for row in rows for key in row)

@@ -135,11 +135,12 @@ def fit_benchmark(backbone: str, *, images: int, rounds: int, extra: list[str] =
     from hornet.analysis.measure.benchmark import plain_loop_img_per_s
     from hornet.callbacks import TrainThroughput
     from hornet.config import command_config
-    from hornet.launch import build_run, execute, quiet_lightning
+    from hornet.launch import build_run, execute
     from hornet.models import create_model, input_size_kwargs
+    from hornet.quiet import quiet_lightning
 
     args = ["--model.backbone", backbone, "--data.init_args.limit_train", str(images), "--trainer.max_epochs", "1"]
-    args += ["--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false", *extra]
+    args += ["--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false", *extra]
     speeds: dict[str, list[float]] = {"plain PyTorch loop": [], "hornet fit": []}
     with tempfile.TemporaryDirectory() as runs, quiet_lightning():
         config = command_config([*args, "--runs_dir", runs], "fit").config

@@ -33,6 +33,8 @@ __all__ = [
 DW7 = ("dw7", "dw7", "dw7", "dw7")
 GF = ("dw7", "dw7", "gf", "gf")  # GF in stages 3-4, as released
 RELEASED_DEPTHS = (2, 3, 18, 2)
+STEM = "downsample_layers.0.0"  # the first convolution (timm's first_conv)
+STEM_WEIGHT = f"{STEM}.weight"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Variant:
             interpolation="bicubic",
             mean=IMAGENET_DEFAULT_MEAN,
             std=IMAGENET_DEFAULT_STD,
-            first_conv="downsample_layers.0.0",
+            first_conv=STEM,
             classifier="head",
             license="mit",
             paper_ids="arXiv:2207.14284",
@@ -132,9 +134,12 @@ def create_hornet(name: str, pretrained: bool = False, **kwargs) -> HorNet:
     overlay = local_weights_overlay(pretrained, kwargs.pop("pretrained_cfg_overlay", None))
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     model_args = {**variant.model_args(), **kwargs}
-    if "img_size" in kwargs or "stem_stride" in kwargs:
+    stem = (overlay.get("state_dict") or {}).get(STEM_WEIGHT)
+    if "img_size" in kwargs or "stem_stride" in kwargs or stem is not None:
         height, width = to_2tuple(model_args["img_size"])
-        overlay.setdefault("input_size", (3, height, width))
+        # the channels the weights were trained on (a hornet fit checkpoint of 1-channel data): timm adapts the stem
+        # from these, and says nothing when they are the model's
+        overlay.setdefault("input_size", (stem.shape[1] if stem is not None else 3, height, width))
         overlay.setdefault("pool_size", stage_feature_sizes((height, width), model_args["stem_stride"])[-1])
     with torch.device(device or "cpu"):
         model = build_model_with_cfg(

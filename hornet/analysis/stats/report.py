@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections.abc import Sequence
 
@@ -11,9 +12,21 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["FORMATS", "render_table", "to_csv", "to_markdown"]
+__all__ = ["FORMATS", "format_metric", "is_fraction", "render_table", "to_csv", "to_markdown"]
 
 FORMATS = ("table", "csv", "markdown")
+# scores kept as fractions in [0, 1] in files (metrics.csv, results.csv) and shown as percentages to a reader
+FRACTION = re.compile(r"(^|[/_])(top\d+|mIoU|aAcc|mAcc|IoU|(bbox|segm)_(mAP|AP\w*))(_ema)?($|/)")
+
+
+def is_fraction(name: str) -> bool:
+    """Whether the metric or results.csv column ``name`` is a score in [0, 1] (top-1, mIoU, mAP, ...)."""
+    return bool(FRACTION.search(name))
+
+
+def format_metric(name: str, value: float) -> str:
+    """``name=value`` for a reader: scores as percentages (val/top1=62.60%), the rest to 4 significant digits."""
+    return f"{name}={100 * value:.2f}%" if is_fraction(name) else f"{name}={value:.4g}"
 
 
 def to_csv(rows: Sequence[dict]) -> str:
