@@ -103,6 +103,48 @@ def test_the_erf_of_stacked_convolutions_grows_by_kernel_minus_one(kernel):
     assert ratios[0.99] == pytest.approx(kernel * kernel / 21**2)  # the k x k square holds it all
 
 
+def _mirror_symmetric_stages(stages: int) -> list[torch.nn.Module]:
+    """x -> each stage's map of a network that commutes with horizontal and vertical flips (3x3 convolutions with
+    mirror-symmetric kernels, GELU, 2x2 average pooling): its true ERF is centred on the image."""
+    torch.manual_seed(0)
+    layers, prefixes = [], []
+    for stage in range(stages):
+        conv = torch.nn.Conv2d(1 if stage == 0 else 8, 8, 3, padding=1)
+        with torch.no_grad():
+            weight = conv.weight
+            weight.copy_((weight + weight.flip(-1) + weight.flip(-2) + weight.flip(-1, -2)) / 4)
+        layers += [conv, torch.nn.GELU(), torch.nn.AvgPool2d(2)]
+        prefixes.append(torch.nn.Sequential(*layers))
+    return prefixes
+
+
+def _centre_of_mass_offset(aggregated: torch.Tensor) -> float:
+    """Distance in pixels from the map's centre of mass to the image's centre ((H - 1) / 2, (W - 1) / 2)."""
+    height, width = aggregated.shape
+    total = aggregated.sum()
+    row = (aggregated.sum(1) * torch.arange(height)).sum() / total - (height - 1) / 2
+    col = (aggregated.sum(0) * torch.arange(width)).sum() / total - (width - 1) / 2
+    return float((row**2 + col**2).sqrt())
+
+
+@pytest.mark.parametrize("size", [24, 40])  # stage maps 12, 6, 3 and 20, 10, 5: even and odd
+def test_the_erf_of_a_mirror_symmetric_network_is_centred_at_every_stage(size):
+    images = torch.rand(4, 1, size, size)
+    images = torch.cat([images, images.flip(-1), images.flip(-2), images.flip(-1, -2)])  # (16, 1, size, size)
+    for stage, features in enumerate(_mirror_symmetric_stages(3)):
+        offset = _centre_of_mass_offset(erf_map(features, [images]))
+        assert offset < 0.5, f"stage {stage + 1} of {size} px: centre of mass {offset:.2f} px off the centre"
+
+
+def test_area_ratios_grow_squares_about_the_centre_of_an_even_map():
+    aggregated = torch.zeros(16, 16)
+    aggregated[7:9, 7:9] = 1.0  # all of it on the central 2x2 cells
+    assert set(area_ratios(aggregated).values()) == {4 / 256}
+    aggregated[6:10, 6:10] += 1.0  # and a ring around them: 8 of 20 units in the 2x2, all of it in the 4x4
+    ratios = area_ratios(aggregated, thresholds=(0.4, 0.41, 1.0))
+    assert ratios == {0.4: 4 / 256, 0.41: 16 / 256, 1.0: 16 / 256}
+
+
 def test_a_model_without_feature_maps_and_an_empty_split_are_errors():
     with pytest.raises(ValueError, match="no stage feature map"):
         stage_features(torch.nn.Linear(4, 2), 0)

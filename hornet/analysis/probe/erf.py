@@ -1,10 +1,15 @@
 """Effective receptive fields (Luo et al. 2016, measured as RepLKNet does): how much each input pixel moves the
 centre of a stage's output.
 
-For an image, F is the stage's output map; c = sum over channels of ReLU(F[:, :, H/2, W/2]); the map is
-ReLU(dc/dx) summed over input channels, averaged over the images, and shown as log10(A + 1) / max. The
-"high-contribution area ratio" at t is the area of the smallest centred square holding a fraction t of the map's
-total, over the image's area (RepLKNet's t: 0.2, 0.3, 0.5, 0.99).
+For an image, F is the stage's output map; c = sum over channels of ReLU(centre of F); the map is ReLU(dc/dx)
+summed over input channels, averaged over the images, and shown as log10(A + 1) / max. The "high-contribution area
+ratio" at t is the area of the smallest square centred on the image's centre holding a fraction t of the map's total,
+over the image's area (RepLKNet's t: 0.2, 0.3, 0.5, 0.99).
+
+The centre is the true centre, on even maps too: a map of even side has no centre cell, so the centre of F is the
+mean of its central 2x2 (2x1, 1x2) cells, whose receptive fields sit symmetrically about the image's centre; and the
+squares grow about the image's centre (even sides on an even image, odd on an odd one). Taking cell (h//2, w//2)
+instead measures the field of a cell half a stage-stride off the centre (on a 2x2 map, a quarter of the image).
 """
 
 from __future__ import annotations
@@ -13,9 +18,20 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-__all__ = ["AREA_THRESHOLDS", "area_ratios", "erf_map", "erf_picture", "erf_rows", "stage_count", "stage_features"]
+__all__ = [
+    "AREA_THRESHOLDS", "area_ratios", "centre_cells", "erf_map", "erf_picture", "erf_rows", "stage_count",
+    "stage_features",
+]
 
 AREA_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
+
+
+def centre_cells(features: torch.Tensor) -> torch.Tensor:
+    """The centre of a feature map (B, D, h, w) -> (B, D): its centre cell on an odd side, the mean of the two
+    central cells on an even side."""
+    height, width = features.shape[-2:]
+    central = features[..., (height - 1) // 2 : height // 2 + 1, (width - 1) // 2 : width // 2 + 1]  # (B, D, 1|2, 1|2)
+    return central.mean(dim=(-2, -1))
 
 
 def erf_map(features: Callable[[torch.Tensor], torch.Tensor], images: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -26,7 +42,7 @@ def erf_map(features: Callable[[torch.Tensor], torch.Tensor], images: Iterable[t
     for x in images:
         x = x.detach().clone().requires_grad_(True)
         out = features(x)  # (B, D, h, w)
-        centre = out[:, :, out.shape[-2] // 2, out.shape[-1] // 2]  # (B, D)
+        centre = centre_cells(out)  # (B, D)
         (grad,) = torch.autograd.grad(centre.relu().sum(), x)  # (B, C, H, W)
         contribution = grad.relu().sum(dim=1)  # (B, H, W)
         total = contribution.sum(0) if total is None else total + contribution.sum(0)
@@ -44,21 +60,28 @@ def erf_picture(aggregated: torch.Tensor) -> torch.Tensor:
 
 def area_ratios(aggregated: torch.Tensor, thresholds: Sequence[float] = AREA_THRESHOLDS) -> dict[float, float]:
     """For each t: the area of the smallest square centred on the map's centre whose sum reaches t of the total,
-    over the map's area (squares grow one pixel a side; a square that would leave the map is clipped to it)."""
+    over the map's area. The squares grow one pixel a side from the central cell (odd side) or 2x2 cells (even
+    side), so they stay centred; a square that would leave the map is clipped to it."""
     height, width = aggregated.shape
     total = aggregated.sum()
-    cy, cx = height // 2, width // 2
     ratios = {}
-    radius = 0
+    grow = 0
     for t in sorted(thresholds):
         while True:
-            top, left = max(cy - radius, 0), max(cx - radius, 0)
-            window = aggregated[top : cy + radius + 1, left : cx + radius + 1]
+            rows = _centred(height, (height % 2 or 2) + 2 * grow)
+            cols = _centred(width, (width % 2 or 2) + 2 * grow)
+            window = aggregated[rows, cols]
             if window.sum() >= t * total or window.numel() == aggregated.numel():
                 break
-            radius += 1
+            grow += 1
         ratios[t] = window.numel() / aggregated.numel()
     return ratios
+
+
+def _centred(length: int, side: int) -> slice:
+    """The centred run of ``side`` cells of a ``length``-cell axis (same parity), clipped to it."""
+    start = (length - side) // 2
+    return slice(max(start, 0), min(start + side, length))
 
 
 def stage_features(model: torch.nn.Module, stage: int) -> Callable[[torch.Tensor], torch.Tensor]:
