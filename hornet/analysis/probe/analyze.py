@@ -24,7 +24,7 @@ from hornet.analysis.probe.interactions import (
     strength_curve,
 )  # fmt: skip
 from hornet.analysis.probe.trained import Trained
-from hornet.analysis.stats.plots import erf_figure, interaction_figure
+from hornet.analysis.stats.plots import erf_figure, figure_title, interaction_figure
 from hornet.files import write_atomic
 
 __all__ = [
@@ -264,18 +264,19 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
                 bands.add("95% bootstrap over images")
             seeds = len({r["seed"] for r in rows if r["variant"] == variant})
             curves[f"{variant} ({seeds} seed{'s' if seeds > 1 else ''})"] = (xs, means, low, high)
-        figure = interaction_figure(curves, band=" / ".join(sorted(bands)))
+        what = "interaction strength J(m) by order, mean over seeds"
+        figure = interaction_figure(curves, band=" / ".join(sorted(bands)), title=figure_title([suite], what))
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / "interactions.png", dpi=120)
         plt.close(figure)
         paths.append(directory / "interactions.png")
-    maps = {}
+    maps, sizes = {}, {}
     for variant in suite.variants:
         run = min((r for r in variant.runs), key=lambda r: r.seed)
         path = suite.run_dir(run).path / RUN_ANALYSIS / ERF_MAPS
         if path.is_file():
             pictures = read_erf_maps(path)
-            size = min(size for size, _ in pictures)
+            size = sizes[variant.variant] = min(size for size, _ in pictures)
             maps[variant.variant] = {stage: p for (s, stage), p in pictures.items() if s == size}
     if maps:
         stages = sorted({stage for per in maps.values() for stage in per})
@@ -289,7 +290,9 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
                 if r == 0:
                     axis.set_title(f"stage {stage}", fontsize=9)
             axes[r][0].set_ylabel(variant, fontsize=8)
-        figure.suptitle(f"{suite.label}: ERF per stage, log10(A+1)/max (lowest seed)", fontsize=9)
+        shown = sorted({size for size in sizes.values()})
+        what = f"ERF per stage at {'/'.join(map(str, shown))} px, log10(A+1)/max (lowest seed)"
+        figure.suptitle(figure_title([suite], what), fontsize=9)
         figure.tight_layout()
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / "erf.png", dpi=120)

@@ -4,6 +4,7 @@ interaction-order and ERF analyses."""
 from __future__ import annotations
 
 import statistics
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -17,34 +18,69 @@ from matplotlib.figure import Figure
 from hornet.analysis.stats.results import SuiteResults, training_curves
 
 __all__ = [
-    "accuracy_figure", "curves_figure", "erf_figure", "interaction_figure", "pareto_figure", "pareto_front",
-    "save_plots",
+    "accuracy_figure", "curves_figure", "erf_figure", "figure_title", "interaction_figure", "pareto_figure",
+    "pareto_front", "save_plots",
 ]  # fmt: skip
+
+
+MIN_SPAN = 10.0  # percentage points: the least an accuracy axis spans, so a 1-point gap looks like one
 
 
 def _percent(value: float | None) -> float:
     return float("nan") if value is None else 100 * value
 
 
+def figure_title(suites: list[SuiteResults], what: str) -> str:
+    """Every figure of a report is titled alike: the suites and what is drawn, then each suite's scale (with the
+    caveat when it is not its study's longer schedule)."""
+    lines = [f"{' vs '.join(s.label for s in suites)}: {what}"]
+    for suite in suites:
+        if suite.scale:
+            caveat = " (not its longer schedule: a check of the study, not its answer)"
+            scale = suite.scale.describe() + (caveat if suite.scale.reached_longer_schedule is False else "")
+            lines.append(f"{suite.label}: {scale}" if len(suites) > 1 else scale)
+    return "\n".join(textwrap.fill(line, 80) for line in lines)
+
+
+def _honest_limits(values: list[float]) -> tuple[float, float]:
+    """Axis limits around ``values`` (percent) spanning at least MIN_SPAN points, inside 0-100."""
+    low, high = min(values), max(values)
+    pad = max((MIN_SPAN - (high - low)) / 2, 0.1 * (high - low), 0.5)
+    low, high = low - pad, high + pad
+    if high > 100:
+        low, high = low - (high - 100), 100.0
+    return max(low, 0.0), high
+
+
 def accuracy_figure(suites: list[SuiteResults]) -> Figure:
-    """Mean test top-1 per variant with +-1 std error bars (one colour per suite)."""
-    figure, axes = plt.subplots(figsize=(max(5, 1.1 * max(len(s.variants) for s in suites) + 2), 3.6))
+    """Per variant: every seed's score (small dots) and their mean +- std (large marker, bar); one colour per
+    suite, on an axis spanning at least MIN_SPAN points."""
+    figure, axes = plt.subplots(figsize=(max(5.5, 1.1 * max(len(s.variants) for s in suites) + 2), 4.2))
     width = 0.8 / len(suites)
+    values = []
     for index, suite in enumerate(suites):
-        positions = [i + (index - (len(suites) - 1) / 2) * width for i in range(len(suite.variants))]
-        means = [_percent(v.mean(suite.metric)) for v in suite.variants]
-        errors = [_percent(v.std(suite.metric) or 0.0) for v in suite.variants]
-        axes.bar(positions, means, width=width, yerr=errors, capsize=3, label=suite.label, alpha=0.85)
+        colour = f"C{index}"
+        for i, variant in enumerate(suite.variants):
+            centre = i + (index - (len(suites) - 1) / 2) * width
+            seeds = sorted(variant.values(suite.metric).items())
+            points = [_percent(value) for _, value in seeds]
+            offsets = [(k - (len(points) - 1) / 2) * min(0.06, width / (2 * len(points))) for k in range(len(points))]
+            axes.scatter([centre + 0.12 + o for o in offsets], points, s=14, color=colour, alpha=0.6, zorder=2)
+            mean, std = _percent(variant.mean(suite.metric)), _percent(variant.std(suite.metric) or 0.0)
+            axes.errorbar([centre], [mean], yerr=[std], fmt="o", color=colour, markersize=7, capsize=4, zorder=3,
+                          label=suite.label if i == 0 else None)  # fmt: skip
+            values += [*points, mean - std, mean + std]
     first = suites[0]
     labels = [v.variant + (" (ref)" if v.variant == first.reference else "") for v in first.variants]
     axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    values = [_percent(v.mean(s.metric)) for s in suites for v in s.variants]
-    low, high = min(values), max(values)
-    axes.set_ylim(max(low - 3 * max(high - low, 0.5), 0), min(high + max(high - low, 0.5), 100))
-    axes.set_ylabel(f"{suites[0].metric} (%)")
-    axes.set_title(f"{suites[0].metric} per variant (mean +- std over seeds)")
+    axes.set_ylim(*_honest_limits(values))
+    axes.set_ylabel(f"{first.metric} (%)")
+    axes.grid(axis="y", alpha=0.3)
+    seeds = sorted({len(v.runs) for s in suites for v in s.variants})
+    what = f"{first.metric}, mean +- std over {'/'.join(map(str, seeds))} seeds (dots: each seed)"
+    axes.set_title(figure_title(suites, what), fontsize=9)
     if len(suites) > 1:
-        axes.legend()
+        axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -75,7 +111,10 @@ def pareto_figure(suites: list[SuiteResults]) -> Figure:
                      edgecolors="black", zorder=4)  # fmt: skip
     axes.set_xlabel("MMACs per image")
     axes.set_ylabel(f"{suites[0].metric} (%)")
-    axes.set_title(f"{suites[0].metric} vs MACs (ringed: Pareto front)")
+    axes.set_ylim(*_honest_limits([y for suite in suites for v in suite.variants
+                                   if (y := _percent(v.mean(suite.metric))) == y]))  # fmt: skip
+    axes.grid(alpha=0.3)
+    axes.set_title(figure_title(suites, f"mean {suites[0].metric} vs MACs (ringed: Pareto front)"), fontsize=9)
     if len(suites) > 1:
         axes.legend()
     figure.tight_layout()
@@ -93,7 +132,7 @@ def curves_figure(suites: list[SuiteResults], column: str | None = None) -> Figu
             axes.plot(xs, [100 * statistics.fmean(epochs[x]) for x in xs], marker="o", label=prefix + variant)
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"{column} (%)")
-    axes.set_title(f"training curves ({column}, mean over seeds)")
+    axes.set_title(figure_title(suites, f"training curves, {column} (mean over seeds)"), fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
@@ -116,16 +155,17 @@ def save_plots(suites: list[SuiteResults], directory: str | Path) -> list[Path]:
 def interaction_figure(
     curves: dict[str, tuple[list[float], list[float], list[float], list[float]]],
     band: str = "95% bootstrap over images",
+    title: str = "interaction strength by order",
 ) -> Figure:
     """Normalised interaction strength J^(m) against m / n, one line per label with its band (what ``band`` says):
-    ``{label: (m_over_n, J, low, high)}``."""
+    ``{label: (m_over_n, J, low, high)}``; ``title`` (a suite's: figure_title) above."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, (xs, ys, low, high) in curves.items():
         (line,) = axes.plot(xs, ys, marker="o", markersize=3, label=label)
         axes.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
     axes.set_xlabel("order m / n (share of the other cells present)")
     axes.set_ylabel("J(m) / mean over m")
-    axes.set_title(f"interaction strength by order (band: {band})", fontsize=10)
+    axes.set_title(f"{title}\nband: {band}", fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
