@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -86,9 +87,9 @@ def expand_config_bases(argv: list[str]) -> tuple[list[str], list[dict]]:
                 raise UsageError(f"{path}: base {base!r} {problem} ({base_path})")
             expanded = with_bases(base_path, (*seen, base_path))
         content = content if isinstance(content, dict) else {}
-        upgraded = upgrade_layout(content)
+        upgraded = _with_longer_schedule(upgrade_layout(content), path)
         contents.append(upgraded)
-        if upgraded != content:  # a file in the flat layout: its content, moved into today's, given inline
+        if upgraded != content:  # a flat-layout file moved into today's, or a schedule read in: given inline
             return [*expanded, "--config", yaml.safe_dump({k: v for k, v in upgraded.items() if k != "base"})]
         return [*expanded, "--config", str(path)]
 
@@ -110,6 +111,34 @@ def expand_config_bases(argv: list[str]) -> tuple[list[str], list[dict]]:
         else:
             out += with_bases(path, (path.resolve(),))
     return out, contents
+
+
+def _with_longer_schedule(content: dict, path: Path) -> dict:
+    """A suite's ``ablation.longer_schedule: OVERLAY.yaml`` (relative to the file) becomes what reports compare runs
+    with: ``{"config": OVERLAY.yaml, "settings": {dotted key: value}}``, the overlay's own keys (its base and its
+    ablation section aside), so the schedule is stated once, in the overlay."""
+    ablation = content.get("ablation")
+    overlay = ablation.get("longer_schedule") if isinstance(ablation, dict) else None
+    if not isinstance(overlay, str):
+        return content
+    overlay_path = (path.parent / overlay).resolve()
+    overlay_content = read_yaml(overlay_path)
+    if not isinstance(overlay_content, dict):
+        raise UsageError(f"{path}: ablation.longer_schedule {overlay!r} is not a config file ({overlay_path})")
+    settings = _dotted({k: v for k, v in upgrade_layout(overlay_content).items() if k not in ("base", "ablation")})
+    shown = os.path.relpath(overlay_path) if overlay_path.is_relative_to(Path.cwd()) else str(overlay_path)
+    return {**content, "ablation": {**ablation, "longer_schedule": {"config": shown, "settings": settings}}}
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1} (lists and empty dicts are values)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # --- the parser ---------------------------------------------------------------------------------------------------

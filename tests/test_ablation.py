@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -242,14 +243,15 @@ def test_two_array_jobs_of_one_suite_both_land_in_results(tmp_path):
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
 def test_every_suite_dry_runs(path, capsys):
     assert (
-        main(["fit", "--config", str(path), "--ablation.dry_run", "true", "--ablation.output_dir", "/nonexistent"]) == 0
-    )
+        main(["fit", "--config", str(path), "--ablation.dry_run", "true", "--ablation.estimate", "false",
+              "--ablation.output_dir", "/nonexistent"]) == 0
+    )  # fmt: skip
     out = " ".join(capsys.readouterr().out.split())  # the table title may wrap
     spec = yaml.safe_load(path.read_text())["ablation"]
     assert len(spec["variants"]) >= 3 and spec["reference"] in [v["name"] for v in spec["variants"]]
     for variant in spec["variants"]:
         assert variant["name"] in out
-    assert "MMACs" in out and "params_M" in out and "estimated training time" in out
+    assert "MMACs" in out and "params_M" in out and "estimated" not in out  # no short runs timed when told not to
     assert not Path("/nonexistent").exists()
 
 
@@ -285,7 +287,7 @@ def test_a_signal_whose_exception_was_replaced_by_an_error_marks_the_run_interru
     capsys.readouterr()
     assert main(["fit", "--config", str(suite), "--ablation.dry_run", "true"]) == 0
     plan = " ".join(capsys.readouterr().out.split())
-    assert "3 of 3 runs, 2 to do" in plan and "estimated training time" in plan  # the time left, not the done run's
+    assert "3 of 3 runs, 2 to do" in plan and "estimated wall time" in plan  # the time left, not the done run's
     assert main(["fit", "--config", str(suite)]) == 0
     assert [r["status"] for r in _rows(tmp_path)] == ["ok"] * 3
 
@@ -314,3 +316,36 @@ def test_two_workers_share_a_suite_and_a_sigterm_resumes_every_run_exactly_once(
         line for line in capfd.readouterr().err.splitlines() if line.startswith("suite tiny: ") and " ok, " in line
     ]
     assert len(lines) == len({line.split()[2] for line in lines})  # one line per run finished in this invocation
+
+
+def test_suite_wall_time_deals_the_runs_to_its_workers():
+    from hornet.ablation.estimate import suite_wall_time
+
+    assert suite_wall_time([3.0, 3.0, 3.0], workers=1) == 9.0
+    assert suite_wall_time([3.0, 3.0, 3.0], workers=2) == 6.0  # the third run waits for a free worker
+    assert suite_wall_time([10.0, 1.0, 1.0, 1.0], workers=2) == 10.0  # the short ones go on the other worker
+    assert suite_wall_time([], workers=2) == 0.0
+
+
+def test_a_dry_run_estimates_wall_time_from_a_short_real_run_and_from_finished_runs(tmp_path, capsys):
+    """The estimate is a short real run's measured cost per batch and per run, scaled to the run's batches, dealt to
+    the workers; each network is timed once over its seeds; a variant with finished runs takes their wall time."""
+    from hornet.ablation.estimate import RunCost
+
+    suite = _suite_file(tmp_path, train_size=256, seeds=(0, 1))
+    dry = ["fit", "--config", str(suite), "--ablation.dry_run", "true", "--ablation.workers", "1"]
+    assert main(dry) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("timing a short run of") == 3  # 3 variants x 2 seeds: 3 short runs
+    plan = " ".join(printed.out.split())
+    assert re.search(r"estimated wall time \d\d:\d\d \(1 worker\)", plan), plan
+    assert not (tmp_path / "suite").exists()  # the short runs leave nothing in the suite's folder
+    assert main(["fit", "--config", str(suite), "--ablation.only", "order2"]) == 0
+    capsys.readouterr()
+    assert main(dry) == 0
+    printed = capsys.readouterr()
+    assert "timing a short run of order2" not in printed.err  # its finished runs' wall time stands in
+    rows = [line for line in printed.out.splitlines() if "order2" in line]
+    assert len(rows) == 2 and all("done" in row and row.rstrip("│ ").endswith("-") for row in rows)  # nothing left
+    cost = RunCost(fixed=2.0, train_batch=0.5, eval_batch=0.25)
+    assert cost.run_seconds(epochs=2, train_batches=10, val_batches=4, test_batches=8) == 2.0 + 2 * (5 + 1) + 2

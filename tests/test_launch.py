@@ -56,7 +56,8 @@ def test_a_suite_writes_only_under_runs_dir(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
     assert (tmp_path / "elsewhere" / "order_ablation" / "order_2222" / "seed0" / "result.json").is_file()
     # the longer schedule's folder follows the runs root too
-    full = [*args, "--config", str(ROOT / "experiments/scale/cpu_full.yaml"), "--ablation.dry_run", "true"]
+    full = [*args, "--config", str(ROOT / "experiments/scale/cpu_full.yaml"), "--ablation.dry_run", "true",
+            "--ablation.estimate", "false"]  # fmt: skip
     capsys.readouterr()
     assert main(["fit", *full]) == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
     assert "-> elsewhere/order_ablation_cpu_full" in " ".join(capsys.readouterr().out.split())

@@ -349,7 +349,8 @@ def test_a_published_suite_reports_the_same_table_and_resumes_elsewhere_without_
     note = "a smoke check, the conclusion is another command"
     args = ["fit", "--config", str(runs / "order_ablation.yaml"), "--ablation.output_dir", str(elsewhere)]
     assert main([*args, "--ablation.note", note]) == 0
-    assert note in " ".join(capsys.readouterr().err.split())
+    said = " ".join(capsys.readouterr().err.split())
+    assert note in said and "scale: 2 epochs, 64 training images, 2 seeds" in said  # read from the runs' configs
     assert not list(elsewhere.rglob("*.ckpt"))  # nothing trained again
     assert json.loads((elsewhere / "suite.json").read_text())["note"] == note
     assert main(["report", str(elsewhere)]) == 0
@@ -408,3 +409,46 @@ def test_analysing_a_published_suite_says_which_command_makes_its_runs(capsys):
     err = " ".join(capsys.readouterr().err.split())
     made_by = "hornet fit --config experiments/order_ablation.yaml --config experiments/scale/cpu_full.yaml`"
     assert "no checkpoints (a published suite)" in err and made_by in err and "publish_dir" not in err
+
+
+def test_a_report_states_the_suite_s_scale_from_its_runs_configs_and_the_caveat_short_of_its_longer_schedule(capsys):
+    """The scale comes from the runs' configs, so an override is described as it ran; a suite that is not at its
+    study's longer schedule says that it checks the study, not its answer (its answer can reverse: the kernel
+    ablation's smoke table stars gf_all, its longer schedule dw3)."""
+    assert main(["report", str(ROOT / "results" / "kernel_ablation")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "kernel_ablation: scale: 2 epochs, 20,000 training images, 3 seeds, not the study's longer schedule" in out
+    assert "a check that the study runs, not its answer" in out and "experiments/scale/cpu_full.yaml" in out
+    assert main(["report", str(ROOT / "results" / "kernel_ablation_cpu_full")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "scale: 5 epochs, the full training split, 3 seeds (the study's longer schedule)" in out
+    assert "not its answer" not in out
+
+    import json
+
+    from hornet.analysis.stats.scale import suite_scale
+
+    config = yaml.safe_load((ROOT / "results/kernel_ablation_cpu_full/dw3/seed0/config.yaml").read_text())
+    longer = json.loads((ROOT / "results/kernel_ablation_cpu_full/suite.json").read_text())["longer_schedule"]
+    config["trainer"]["max_epochs"] = 1  # hornet fit ... --trainer.max_epochs 1 --data.init_args.limit_train 1000
+    config["data"]["init_args"]["limit_train"] = 1000
+    scale = suite_scale([config, config], [0, 1], longer)
+    assert scale.describe() == "1 epoch, 1,000 training images, 2 seeds"
+    assert "not the study's longer schedule (max_epochs=5, limit_train=null)" in scale.line()
+
+
+def test_the_accuracy_figure_shows_every_seed_on_an_axis_that_does_not_exaggerate_and_says_what_it_is():
+    from hornet.analysis.stats.plots import MIN_SPAN, accuracy_figure
+
+    suite = load_suite(ROOT / "results" / "kernel_ablation")
+    axes = accuracy_figure([suite]).axes[0]
+    from matplotlib.collections import PathCollection
+
+    dots = [y for c in axes.collections if isinstance(c, PathCollection) for _, y in c.get_offsets()]  # the seeds
+    expected = sorted(100 * run.value("test_top1") for variant in suite.variants for run in variant.runs)
+    assert sorted(float(y) for y in dots) == pytest.approx(expected)  # 18 runs, 18 dots
+    low, high = axes.get_ylim()
+    assert high - low >= MIN_SPAN and low > 0  # the 1.3-point spread of the means fills under a seventh of it
+    title = axes.get_title()
+    assert "kernel_ablation: test_top1, mean +- std over 3 seeds" in title
+    assert "2 epochs, 20,000 training images, 3 seeds (not its longer schedule" in " ".join(title.split())

@@ -8,16 +8,16 @@ code knows nothing of the CLI or of how a Trainer is made.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from rich.console import Console
 
+from hornet.ablation.estimate import RunCost, limited, measure_run_cost, suite_wall_time, threads_of
 from hornet.ablation.progress import SuiteProgress, format_seconds
 from hornet.ablation.spec import AblationConfig, AblationRun, plan_runs, select_runs, variant_config
+from hornet.ablation.workers import worker_count
 from hornet.analysis.measure.complexity import count_complexity
 from hornet.analysis.stats.report import render_table
 from hornet.errors import one_line
@@ -151,61 +151,66 @@ class SuitePlan:
 
     # --- the plan ---------------------------------------------------------------------------------------------------
     def print_plan(self, states: dict[str, str], console: Console) -> None:
-        seconds_per_mac_image = self._measured_speed()
-        images = self._images_per_epoch(console) if seconds_per_mac_image is not None else None
-        rows, total = [], 0.0
+        """The runs, what each builds to, and (``ablation.estimate``) the estimated wall time of what is to do."""
         to_do = [run for run in self.runs if self.to_do(states[run.key])]
+        seconds = self._estimate(to_do, console) if self.spec.estimate and to_do else {}
+        rows = []
         for run in self.runs:
             profile = self.profile(run)
-            estimate = "-"
-            if images is not None and profile.epochs and run in to_do:
-                seconds = seconds_per_mac_image * profile.macs * images * profile.epochs
-                total += seconds
-                estimate = format_seconds(seconds)
             rows.append({
                 "run": run.index, "variant": run.variant.name, "seed": run.seed, "state": states[run.key],
                 "params_M": round(profile.params / 1e6, 3), "MMACs": round(profile.macs / 1e6, 2),
                 **{f"{part}_MMACs": round(macs / 1e6, 2) for part, (_, macs) in profile.parts.items()},
-                "epochs": profile.epochs, "est_time": estimate,
+                "epochs": profile.epochs, "est_time": format_seconds(seconds[run.key]) if run.key in seconds else "-",
             })  # fmt: skip
         title = f"suite {self.spec.name}: {len(self.runs)} of {len(self.all_runs)} runs, {len(to_do)} to do"
         title += f" -> {self.suite_dir}"
-        if total:
-            title += f"; estimated training time {format_seconds(total)} (plus start-up and testing per run)"
+        if seconds:
+            workers = self.workers(len(to_do))
+            wall = suite_wall_time([seconds[run.key] for run in to_do], workers)
+            title += f"; estimated wall time {format_seconds(wall)} ({workers} worker{'s' * (workers > 1)})"
         render_table(rows, title=title, console=console)
 
-    def _images_per_epoch(self, console: Console) -> int | None:
-        """Training + validation images per epoch of the base data (validation counted at a third of the cost)."""
+    def workers(self, pending: int) -> int:
+        """How many workers the suite will run ``pending`` runs with."""
+        return worker_count(self.spec.workers, pending, self.profile(self.runs[0]).devices)
+
+    def _estimate(self, to_do: list[AblationRun], console: Console) -> dict[str, float]:
+        """Seconds per run to do: a variant's finished runs' own wall time, else a short real run's measured cost
+        (hornet.ablation.estimate) over the run's batches. Empty when the data cannot be set up."""
         try:
-            data = self.launcher.build(self.configs[self.runs[0].key], meta=True).data
-            data.setup("fit")
+            counts = self._batches_per_stage()
         except Exception as err:  # the plan still prints; only the estimate is missing
             console.print(f"[yellow]no time estimate: the data could not be set up ({one_line(err)})[/]")
-            return None
-        return len(data.train_set) + len(data.val_set) // 3
-
-    def _measured_speed(self) -> float | None:
-        """Seconds per (MAC x image) of training here: from this suite's finished runs, else a short timing."""
-        rates = []
+            return {}
+        finished: dict[str, list[float]] = {}
         for run in self.all_runs:
             result = run.run_dir(self.suite_dir).read_result()
-            if result and result.ok and result.train_img_s and result.macs:
-                rates.append(1.0 / (result.train_img_s * result.macs))
-        if rates:
-            return statistics.median(rates)
-        reference = next((r for r in self.runs if r.variant.name == self.spec.reference), self.runs[0])
-        try:
-            module = self.launcher.build(self.configs[reference.key], meta=False).module
-        except Exception:
-            return None
-        profile = self.profile(reference)
-        x = torch.randn(min(profile.batch_size, 32), profile.in_chans, profile.img_size, profile.img_size)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-6)
-        timings = []
-        for _ in range(3):
-            start = time.perf_counter()
-            module.network()(x).mean().backward()  # the cost of a training step; the loss is a small part of it
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            timings.append(time.perf_counter() - start)
-        return min(timings[1:]) / len(x) / profile.macs
+            if result and result.ok and result.wall_s:
+                finished.setdefault(run.variant.name, []).append(result.wall_s)
+        threads = threads_of(self.workers(len(to_do)), self.profile(to_do[0]).devices)
+        costs: dict[tuple, RunCost] = {}
+        seconds = {}
+        for run in to_do:
+            if run.variant.name in finished:
+                seconds[run.key] = statistics.median(finished[run.variant.name])
+                continue
+            profile = self.profile(run)
+            shape = (profile.params, profile.macs, profile.batch_size, profile.img_size)  # variants that cost alike
+            if shape not in costs:
+                console.print(f"suite {self.spec.name}: timing a short run of {run.variant.name} ({threads} thread"
+                              f"{'s' * (threads > 1)})", highlight=False)  # fmt: skip
+                costs[shape] = measure_run_cost(self.launcher, self.configs[run.key], threads=threads)
+            trainer = self.configs[run.key].get("trainer") or {}
+            train, val, test = (limited(n, trainer.get(f"limit_{stage}_batches"))
+                                for n, stage in zip(counts, ("train", "val", "test")))  # fmt: skip
+            seconds[run.key] = costs[shape].run_seconds(profile.epochs, train, val, test)
+        return seconds
+
+    def _batches_per_stage(self) -> tuple[int, int, int]:
+        """Training, validation and test batches of an epoch of the base data."""
+        data = self.launcher.build(self.configs[self.runs[0].key], meta=True).data
+        data.setup("fit")
+        train, val = len(data.train_dataloader()), len(data.val_dataloader())
+        data.setup("test")
+        return train, val, len(data.test_dataloader())

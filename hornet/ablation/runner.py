@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from hornet.ablation.estimate import threads_of
 from hornet.ablation.plan import RunLauncher, SuitePlan, part_scores
 from hornet.ablation.progress import SuiteProgress, WorkersDisplay, publish
 from hornet.ablation.publish import publish_suite
@@ -40,6 +41,7 @@ from hornet.ablation.workers import (
     worker_count,
 )  # fmt: skip
 from hornet.analysis.stats.report import is_fraction, render_table
+from hornet.analysis.stats.scale import suite_scale
 from hornet.errors import Interrupted, interrupt_on_signals, interrupted_by, one_line, raise_if_interrupted
 from hornet.files import check_writable_dir, write_json, write_text
 from hornet.runs import RunDir, RunResult, git_commit
@@ -134,7 +136,7 @@ class SuiteRunner:
         stop them all (each saves its run)."""
         self.workers_dir.mkdir(parents=True, exist_ok=True)
         gpus = torch.cuda.device_count()
-        threads = max(1, (os.cpu_count() or 1) // (count * devices))
+        threads = threads_of(count, devices)
         per_worker = max(gpus // count, 1) if gpus > 1 else 0
         status_files = [self.workers_dir / f"worker{k}.json" for k in range(1, count + 1)]
         for path in status_files:
@@ -290,6 +292,9 @@ class SuiteRunner:
         self._say_note()
 
     def _say_note(self) -> None:
-        """The suite's ``ablation.note`` (e.g. that it is a smoke check), at its start and under its summary."""
+        """The suite's scale (read from its runs' configs, with the caveat when they are not its longer schedule)
+        and its own ``ablation.note``, at its start and under its summary."""
+        configs = [self.plan.configs[run.key] for run in self.plan.runs]
+        self.say(suite_scale(configs, [run.seed for run in self.plan.runs], self.spec.longer_schedule).line())
         if self.spec.note:
             self.say(self.spec.note)

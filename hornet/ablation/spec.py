@@ -49,14 +49,19 @@ class AblationConfig:
         output_dir: where ``<variant>/seed<k>/`` and ``results.csv`` go (default ``<runs_dir>/<name>``).
         publish_dir: when set, each finished run's small files (no checkpoints) are copied there as it lands
             (``hornet publish``; e.g. ``results/<name>``, kept in git so a suite resumes on another machine).
-        note: one plain line printed with the suite's output and its report (scale/smoke.yaml says there that a
-            smoke-scale table is a check that the study runs, and which command gives its conclusion).
+        note: one plain line of your own, printed with the suite's output and its report (its scale and whether it
+            reached its longer schedule are printed anyway, read from the runs' configs).
+        longer_schedule: the overlay that gives the study's answer (``scale/cpu_full.yaml``, relative to the file
+            that says it); read in as ``{config, settings}``. Runs whose configs differ from those settings (the smoke
+            scale, a one-epoch override) are reported as a check that the study runs, not its answer.
         only: run just one entry of the variant x seed list: its index, ``name`` (all its seeds) or ``name:seed``
             (for array jobs).
         workers: how many runs go side by side on this machine, each in a process of its own with its share of the
             CPU threads (or a GPU of its own when there are several); ``auto`` picks one per GPU, else one per CPU
             core. 1 runs them one after another in this process.
-        dry_run: build every variant on the meta device, print the plan (params, MACs, estimated time), stop.
+        dry_run: build every variant on the meta device, print the plan (params, MACs, estimated wall time), stop.
+        estimate: whether a dry run estimates the wall time (a short real run of each distinct variant, with each
+            worker's threads; hornet/ablation/estimate.py).
         rerun_changed: redo finished runs whose config changed (otherwise that is an error).
         retry_failed: run failed runs again (otherwise they are kept as failed).
     """
@@ -68,9 +73,11 @@ class AblationConfig:
     output_dir: str | None = None
     publish_dir: str | None = None
     note: str | None = None
+    longer_schedule: dict | None = None
     only: int | str | None = None
     workers: int | Literal["auto"] = 1
     dry_run: bool = False
+    estimate: bool = True
     rerun_changed: bool = False
     retry_failed: bool = False
 

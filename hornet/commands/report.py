@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     render_table(rows, fmt=args.format, title=title + "; delta: paired over seeds, 95% t interval, * excludes 0")
     for suite in suites:  # stdout beside a table, stderr beside CSV (which stays machine-readable)
         text = sys.stderr if args.format == "csv" else sys.stdout
+        for line in suite.notes:  # first: what the table can say depends on its scale
+            print(f"{suite.label}: {line}", file=text)
         print(power_line(suite, args.detect / 100), file=text)
         line, on_test = selection_line(suite, args.select)
         print(line, file=text)
-        if suite.note:
-            print(f"{suite.label}: {suite.note}", file=text)
         if on_test:
             print(
                 f"hornet report: warning: {suite.label} is selected on a test column ({args.select}); the chosen "

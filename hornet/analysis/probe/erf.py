@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 __all__ = [
-    "AREA_THRESHOLDS", "area_ratios", "centre_cells", "erf_map", "erf_picture", "erf_rows", "stage_count",
+    "AREA_THRESHOLDS",
+    "area_ratios",
+    "centre_cells",
+    "erf_map",
+    "erf_picture",
+    "erf_rows",
+    "stage_count",
     "stage_features",
 ]
 

@@ -12,9 +12,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from scipy import stats
 
-from hornet.runs import NUMERIC_COLUMNS, RunDir, RunResult, suite_run_dir
+from hornet.analysis.stats.scale import SuiteScale, suite_scale
+from hornet.runs import CONFIG_FILE, NUMERIC_COLUMNS, RunDir, RunResult, suite_run_dir
 
 __all__ = [
     "PairedDifference",
@@ -91,11 +93,18 @@ class SuiteResults:
     reference: str | None
     metric: str = "test_top1"
     variants: list[VariantSummary] = field(default_factory=list)
-    note: str | None = None  # the suite's own line for its reader (ablation.note), e.g. that it is a smoke check
+    note: str | None = None  # the suite's own line for its reader (ablation.note)
+    scale: SuiteScale | None = None  # read from its runs' configs (None: no run folder holds one)
     label: str = ""  # what a reader sees: its name, or its folder where several suites of one report share a name
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader needs beside the table: its scale (with the caveat short of its longer schedule) and the
+        suite's own note."""
+        return [line for line in (self.scale.line() if self.scale else None, self.note) if line]
 
     @property
     def not_ok(self) -> list[RunResult]:
@@ -158,9 +167,15 @@ def load_suite(path: str | Path, *, reference: str | None = None, metric: str | 
     if reference not in order:
         raise ValueError(f"reference variant {reference!r} is not in {csv_path}; choose one of {order}")
     name = rows[0].suite or csv_path.parent.name
-    note = _suite_spec(csv_path.parent).get("note")
+    spec = _suite_spec(csv_path.parent)
+    note = spec.get("note")
     results = SuiteResults(name=name, path=csv_path, rows=rows, reference=reference, metric=metric, note=note)
     ok = [r for r in rows if r.ok]
+    configs = [path for r in ok if (path := results.run_dir(r).path / CONFIG_FILE).is_file()]
+    if configs:
+        results.scale = suite_scale(
+            [yaml.safe_load(path.read_text()) for path in configs], [r.seed for r in ok], spec.get("longer_schedule")
+        )
     summaries = {v: VariantSummary(v, [r for r in ok if r.variant == v]) for v in order}
     for summary in summaries.values():
         baseline = baselines.get(summary.variant, reference)
