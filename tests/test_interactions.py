@@ -179,3 +179,63 @@ def test_a_grid_larger_than_the_image_is_one_line_exit_2(tmp_path, capsys):
     assert main(args) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hornet: error:")]
     assert len(errors) == 1 and "--grid must be between 2 and the image's side 32" in errors[0]
+
+
+def _imagenet_tree(root, classes: int = 10, per_class: int = 2):
+    """An ImageNet-layout folder: train/ and val/ of class folders of JPEGs (80 x 96, not the model's size)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 1), ("val", per_class)):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
+    return root
+
+
+RELEASED_ARCH = {"base_dim": 16, "depths": [1, 1, 2, 1]}  # tests/fixtures/README.md; mixers: the models' own
+
+
+def test_any_timm_classifier_with_released_weights_is_analysed_on_an_imagenet_folder_and_compared(
+    tmp_path, released_fixture
+):
+    """The paper's appendix-B setting in small: released-format weights, an ImageNet-layout folder seen through the
+    model's own eval transform, several models in one figure; and a non-HorNet timm classifier."""
+    import json
+
+    from hornet.analysis.probe.trained import load_trained
+
+    root = _imagenet_tree(tmp_path / "imagenet")
+    files = {}
+    for case, name in (("7x7", "hornet_tiny_7x7"), ("gf", "hornet_tiny_gf")):
+        files[name] = tmp_path / f"{name}.pth"
+        torch.save({"model": released_fixture[case]["state_dict"]}, files[name])  # the authors' layout
+    trained = load_trained(
+        model="hornet_tiny_gf", weights=files["hornet_tiny_gf"], model_kwargs=RELEASED_ARCH, data_root=root,
+        img_size=64,
+    )  # fmt: skip
+    with torch.no_grad():  # the released weights, not an initialisation: the released code's logits
+        logits = trained.model(released_fixture["gf"]["inputs"][64])
+    assert (logits - released_fixture["gf"]["logits"][64]).abs().max() <= 1e-4
+    trained.data.setup("test")
+    image, _ = trained.data.test_set[0]
+    assert image.shape == (3, 64, 64) and len(trained.data.test_set) == 20 and trained.data.num_classes == 10
+    expected = trained.model.pretrained_cfg
+    config = trained.data.data_config()  # the model's own crop and normalisation
+    assert config["crop_pct"] == expected["crop_pct"] and tuple(config["mean"]) == tuple(expected["mean"])
+
+    out = tmp_path / "compare"
+    args = ["analyze", "compare", "erf", *(f"{name}={path}" for name, path in files.items()),
+            "--model-kwargs", json.dumps(RELEASED_ARCH), "--data-root", str(root), "--img-size", "64",
+            "--images", "4", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "compare_erf.png").is_file()
+    ratios = {name: (out / name / "erf.csv").read_text() for name in files}
+    assert ratios["hornet_tiny_7x7"] != ratios["hornet_tiny_gf"]  # two models, each measured
+
+    assert main(["analyze", "erf", "--model", "convnext_atto", "--data-root", str(root), "--img-size", "64",
+                 "--images", "2", "--sizes", "64", "--output", str(tmp_path / "convnext")]) == 0  # fmt: skip
+    with (tmp_path / "convnext" / "erf.csv").open() as handle:
+        assert {row["stage"] for row in csv.DictReader(handle)} == {"1", "2", "3", "4"}

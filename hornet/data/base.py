@@ -124,6 +124,8 @@ class ImageDataModule(L.LightningDataModule):
     num_classes: int
     in_chans: int
     collate_fn: Callable | None = None  # the loaders' collate function (None: PyTorch's default)
+    # the model whose pretrained cfg the transforms follow when no Trainer is attached (an analysis of a timm model)
+    transform_model: torch.nn.Module | None = None
 
     def __init__(
         self,
@@ -206,7 +208,7 @@ class ImageDataModule(L.LightningDataModule):
         pretrained cfg states it (timm's ``resolve_data_config``), ``args`` winning: every task normalises its images
         as its backbone expects (ImageNet's mean and std when no model is attached yet)."""
         module = self.trainer.lightning_module if self.trainer is not None else None
-        backbone = getattr(module, "backbone", None)
+        backbone = getattr(module, "backbone", None) if module is not None else self.transform_model
         if backbone is None:  # timm's defaults: ImageNet's
             args = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, **args}
         return resolve_data_config(args, model=backbone)

@@ -184,6 +184,10 @@ class ImageFolderDataModule(ClassificationDataModule):
             warnings.warn(message, stacklevel=2)
 
     def setup(self, stage: str | None = None) -> None:
+        held_out = next((self.root / split for split in ("test", "val") if (self.root / split).is_dir()), None)
+        if stage in ("test", "predict") and self.test_set is None and held_out is not None:
+            self.test_set = self._folder(held_out.name, self.eval_transform())  # train/ not read (ImageNet's 1.28M)
+            return
         if self.train_set is not None:
             return
         train_transform, eval_transform = self.train_transform(), self.eval_transform()

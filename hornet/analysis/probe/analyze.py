@@ -24,12 +24,12 @@ from hornet.analysis.probe.interactions import (
     strength_curve,
 )  # fmt: skip
 from hornet.analysis.probe.trained import Trained
-from hornet.analysis.stats.plots import erf_figure, figure_title, interaction_figure
+from hornet.analysis.stats.plots import erf_figure, erf_grid_figure, figure_title, interaction_figure
 from hornet.files import write_atomic
 
 __all__ = [
     "ERF_CSV", "ERF_MAPS", "INTERACTIONS_CSV", "STRENGTH_CSV", "analyze_erf", "analyze_interactions", "analyze_suite",
-    "read_erf_maps", "read_strength", "suite_figures",
+    "compare_models", "read_erf_maps", "read_strength", "suite_figures",
 ]  # fmt: skip
 
 INTERACTIONS_CSV, STRENGTH_CSV, ERF_CSV = "interactions.csv", "interaction_strength.csv", "erf.csv"
@@ -279,23 +279,48 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
             size = sizes[variant.variant] = min(size for size, _ in pictures)
             maps[variant.variant] = {stage: p for (s, stage), p in pictures.items() if s == size}
     if maps:
-        stages = sorted({stage for per in maps.values() for stage in per})
-        figure, axes = plt.subplots(len(maps), len(stages), figsize=(2.2 * len(stages), 2.2 * len(maps)), squeeze=False)
-        for r, (variant, per) in enumerate(maps.items()):
-            for c, stage in enumerate(stages):
-                axis = axes[r][c]
-                axis.set_xticks([]), axis.set_yticks([])
-                if stage in per:
-                    axis.imshow(per[stage].numpy(), cmap="RdYlGn", vmin=0, vmax=1)
-                if r == 0:
-                    axis.set_title(f"stage {stage}", fontsize=9)
-            axes[r][0].set_ylabel(variant, fontsize=8)
-        shown = sorted({size for size in sizes.values()})
+        shown = sorted(set(sizes.values()))
         what = f"ERF per stage at {'/'.join(map(str, shown))} px, log10(A+1)/max (lowest seed)"
-        figure.suptitle(figure_title([suite], what), fontsize=9)
-        figure.tight_layout()
+        figure = erf_grid_figure(maps, figure_title([suite], what))
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / "erf.png", dpi=120)
         plt.close(figure)
         paths.append(directory / "erf.png")
     return paths
+
+
+def compare_models(
+    trained: dict[str, Trained], analysis: str, output: str | Path, *, settings: dict | None = None,
+    device: str = "cpu",
+) -> dict[str, Path]:  # fmt: skip
+    """One analysis (``interactions`` or ``erf``) of several models, each into ``output/<label>/``, and one figure
+    of them all: ``compare_interactions.png`` (J(m) of each, its 95% bootstrap band over images) or
+    ``compare_erf.png`` (a row of stage maps per model at the first size). ``settings`` are keyword arguments of
+    analyze_interactions / analyze_erf. Returns the written paths."""
+    import matplotlib.pyplot as plt
+
+    if analysis not in ("interactions", "erf"):
+        raise ValueError(f"analysis must be interactions or erf; got {analysis!r}")
+    output = Path(output)
+    curves, maps = {}, {}
+    for label, model in trained.items():
+        folder = output / label
+        if analysis == "interactions":
+            analyze_interactions(model, folder, device=device, **(settings or {}))
+            curves[label] = read_strength(folder / STRENGTH_CSV)
+        else:
+            analyze_erf(model, folder, device=device, **(settings or {}))
+            pictures = read_erf_maps(folder / ERF_MAPS)
+            size = min(size for size, _ in pictures)
+            maps[f"{label} ({size} px)"] = {stage: p for (s, stage), p in pictures.items() if s == size}
+    data = next(iter(trained.values())).data
+    where = f"{type(data).__name__}" + (f" {data.root}" if hasattr(data, "root") else "")
+    if analysis == "interactions":
+        what = f"interaction strength J(m) by order, {len(curves)} models on {where}"
+        figure = interaction_figure(curves, title=what)
+    else:
+        figure = erf_grid_figure(maps, f"ERF per stage, log10(A+1)/max, {len(maps)} models on {where}")
+    path = output / f"compare_{analysis}.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return {"figure": path}

@@ -1,5 +1,8 @@
-"""A classifier and its data for the analyses (resolution sweep, interactions, ERF), from a run, a checkpoint or a
-model name, without Lightning: the backbone is rebuilt with timm and loaded from the checkpoint's ``backbone.*``."""
+"""A classifier and its data for the analyses (resolution sweep, interactions, ERF), without Lightning: from a
+`hornet fit` run or checkpoint (the backbone rebuilt with timm and loaded from its ``backbone.*``), or any timm
+classifier by name with an optional weights file (the authors' released format, timm's, or a `hornet fit`
+checkpoint, as timm's loader and hornet's checkpoint filter read them), on the run's data, the default data, or an
+ImageNet-layout folder through the model's own evaluation transform (its pretrained cfg's size, crop and mean)."""
 
 from __future__ import annotations
 
@@ -48,13 +51,20 @@ def _backbone(name: str, kwargs: dict, *, num_classes: int, in_chans: int, img_s
 
 def load_trained(
     *, run: str | Path | None = None, ckpt: str | Path | None = None, model: str | None = None,
+    weights: str | Path | None = None, model_kwargs: dict | None = None, data_root: str | Path | None = None,
     img_size: int | None = None,
 ) -> Trained:  # fmt: skip
     """Exactly one of ``run`` (a `hornet fit` run directory: its config and best checkpoint), ``ckpt`` (a `hornet
     fit` checkpoint: its saved hyperparameters name the backbone; the data is the default config's) or ``model`` (a
-    timm name, untrained, on the default data). ``img_size`` overrides the data's image size."""
+    timm name built with ``model_kwargs``, loaded from ``weights`` when given, else untrained). ``data_root`` (an
+    ImageNet-layout folder: train/ and val/ of class folders) replaces the data, seen through the model's own
+    evaluation transform; ``img_size`` overrides the data's image size."""
     if sum(x is not None for x in (run, ckpt, model)) != 1:
         raise ValueError("give exactly one of --run, --ckpt and --model")
+    if (weights is not None or model_kwargs) and model is None:
+        raise ValueError("--weights and --model-kwargs go with --model (a run or checkpoint names its own)")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights} does not exist")
     sized = {"img_size": img_size} if img_size else {}
     if run is not None:
         run_dir = RunDir(run)
@@ -75,11 +85,24 @@ def load_trained(
             raise ValueError(f"--ckpt {checkpoint} is not a `hornet fit` classification checkpoint (no backbone)")
         data_section, source = DEFAULT_DATA, f"checkpoint {checkpoint}"
     else:
-        checkpoint, hparams, data_section = None, {"backbone": model}, DEFAULT_DATA
-        source = f"model {model} (untrained)"
+        checkpoint, hparams, data_section = weights, {"backbone": model, "backbone_kwargs": model_kwargs}, DEFAULT_DATA
+        source = f"model {model} ({f'weights {weights}' if weights else 'untrained'})"
+    if data_root is not None:
+        data_section = {"class_path": "hornet.data.ImageFolderDataModule", "init_args": {
+            "root": str(data_root), "num_workers": 0, "auto_augment": None, "re_prob": 0.0,
+            "img_size": img_size or _default_size(hparams["backbone"]),
+        }}  # fmt: skip
     data = datamodule_from_config(data_section, **sized)
     network = _backbone(
         hparams["backbone"], hparams.get("backbone_kwargs") or {}, num_classes=data.num_classes,
         in_chans=data.in_chans, img_size=data.img_size, checkpoint=checkpoint,
     )  # fmt: skip
+    data.transform_model = network  # a folder is read as this model expects (no Trainer to say so)
     return Trained(model=network, data=data, source=source, backbone=hparams["backbone"])
+
+
+def _default_size(name: str) -> int:
+    """The input size a timm model's pretrained cfg states (224 when it states none)."""
+    check_model_name(name, key="--model")
+    size = timm.models.get_pretrained_cfg_value(name, "input_size")
+    return int(size[-1]) if size else 224

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from hornet.analysis.stats.results import SuiteResults, training_curves
 
 __all__ = [
-    "accuracy_figure", "curves_figure", "erf_figure", "figure_title", "interaction_figure", "pareto_figure",
-    "pareto_front", "save_plots",
+    "accuracy_figure", "curves_figure", "erf_figure", "erf_grid_figure", "figure_title", "interaction_figure",
+    "pareto_figure", "pareto_front", "save_plots",
 ]  # fmt: skip
 
 
@@ -185,5 +185,24 @@ def erf_figure(pictures: dict[tuple[int, int], torch.Tensor], title: str = "") -
             axis.set_title(f"stage {stage}, {size} px", fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def erf_grid_figure(maps: dict[str, dict[int, torch.Tensor]], title: str) -> Figure:
+    """ERF pictures side by side: a row per label (a variant, a model), a column per stage."""
+    stages = sorted({stage for per in maps.values() for stage in per})
+    figure, axes = plt.subplots(len(maps), len(stages), figsize=(2.2 * len(stages), 2.2 * len(maps) + 0.6),
+                                squeeze=False)  # fmt: skip
+    for r, (label, per) in enumerate(maps.items()):
+        for c, stage in enumerate(stages):
+            axis = axes[r][c]
+            axis.set_xticks([]), axis.set_yticks([])
+            if stage in per:
+                axis.imshow(per[stage].cpu().numpy(), cmap="RdYlGn", vmin=0, vmax=1)
+            if r == 0:
+                axis.set_title(f"stage {stage}", fontsize=9)
+        axes[r][0].set_ylabel(label, fontsize=8)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
