@@ -35,32 +35,41 @@ CLOCK_FILE = "step_clock.json"
 
 
 class StepClock(Callback):
-    """Wall time of every training and evaluation (validation, test) batch, written to ``path`` after the test."""
+    """The time between consecutive batch ends of every training and evaluation (validation, test) loop, so a
+    batch's cost includes fetching it from the loader; written to ``path`` after the test. A loop's first batch
+    (its interval would include the loop's start) is not timed."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.times: dict[str, list[float]] = {"train": [], "eval": []}
-        self._start = 0.0
+        self.batches = 0  # every batch of the short run, timed or not
+        self._last: float | None = None
 
-    def _begin(self, *_) -> None:
-        self._start = time.perf_counter()
+    def _loop_start(self, *_) -> None:
+        self._last = None
 
-    def _end(self, kind: str) -> None:
-        self.times[kind].append(time.perf_counter() - self._start)
+    def _batch_end(self, kind: str) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.times[kind].append(now - self._last)
+        self._last, self.batches = now, self.batches + 1
 
-    on_train_batch_start = on_validation_batch_start = on_test_batch_start = _begin
+    on_train_epoch_start = on_validation_epoch_start = on_test_epoch_start = _loop_start
 
     def on_train_batch_end(self, *_) -> None:
-        self._end("train")
+        self._batch_end("train")
 
     def on_validation_batch_end(self, *_) -> None:
-        self._end("eval")
+        self._batch_end("eval")
 
     def on_test_batch_end(self, *_) -> None:
-        self._end("eval")
+        self._batch_end("eval")
+
+    def on_validation_epoch_end(self, *_) -> None:
+        self._last = None  # the training loop goes on after validation: its next interval would include it
 
     def on_test_end(self, trainer, pl_module) -> None:
-        Path(self.path).write_text(json.dumps(self.times))
+        Path(self.path).write_text(json.dumps({**self.times, "batches": self.batches}))
 
 
 @dataclass(frozen=True)
@@ -115,14 +124,15 @@ def measure_run_cost(launcher, config: dict, *, threads: int) -> RunCost:
             launcher.fit_and_test(short, RunDir(Path(folder) / "run"), None, SuiteProgress("estimate", 1), None)
             wall = time.perf_counter() - start
         times = json.loads(Path(clock).read_text())
-    train, evaluation = times["train"], times["eval"]
-    fixed = wall - sum(train) - sum(evaluation)
-    return RunCost(fixed=max(fixed, 0.0), train_batch=_steady(train), eval_batch=_steady(evaluation))
+    train, evaluation = _steady(times["train"]), _steady(times["eval"])
+    train_batches = TIMED_BATCHES  # the short run's batches: its training, the rest evaluation (sanity, val, test)
+    fixed = wall - train_batches * train - (times["batches"] - train_batches) * evaluation
+    return RunCost(fixed=max(fixed, 0.0), train_batch=train, eval_batch=evaluation)
 
 
 def _steady(times: list[float]) -> float:
-    """A batch's cost: the median without the first (warm-up) batch."""
-    return statistics.median(times[1:] if len(times) > 1 else times) if times else 0.0
+    """A batch's cost: the median of its timed intervals."""
+    return statistics.median(times) if times else 0.0
 
 
 def suite_wall_time(run_seconds: list[float], workers: int) -> float:
