@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-__all__ = ["RunCost", "StepClock", "limited", "measure_run_cost", "suite_wall_time", "threads_of"]
+__all__ = ["RunCost", "StepClock", "limited", "measure_run_cost", "suite_wall_time"]
 
 TIMED_BATCHES = 4  # per stage of the short run: the first is a warm-up, the median of the rest is the cost
 CLOCK_FILE = "step_clock.json"
@@ -86,11 +85,6 @@ class RunCost:
             + epochs * (train_batches * self.train_batch + val_batches * self.eval_batch)
             + (test_batches * self.eval_batch)
         )
-
-
-def threads_of(workers: int, devices: int = 1) -> int:
-    """The CPU threads each of ``workers`` gets (as hornet.ablation.runner gives them)."""
-    return max(1, (os.cpu_count() or 1) // (workers * devices))
 
 
 @contextlib.contextmanager

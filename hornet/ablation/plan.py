@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from hornet.ablation.estimate import RunCost, limited, measure_run_cost, suite_wall_time, threads_of
+from hornet.ablation.estimate import RunCost, limited, measure_run_cost, suite_wall_time
 from hornet.ablation.progress import SuiteProgress, format_seconds
 from hornet.ablation.spec import AblationConfig, AblationRun, plan_runs, select_runs, variant_config
-from hornet.ablation.workers import worker_count
+from hornet.ablation.workers import threads_of, worker_count
 from hornet.analysis.measure.complexity import count_complexity
 from hornet.analysis.stats.report import render_table
 from hornet.errors import one_line

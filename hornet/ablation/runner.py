@@ -24,7 +24,6 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from hornet.ablation.estimate import threads_of
 from hornet.ablation.plan import RunLauncher, SuitePlan, part_scores
 from hornet.ablation.progress import SuiteProgress, WorkersDisplay, publish
 from hornet.ablation.publish import publish_suite
@@ -38,6 +37,7 @@ from hornet.ablation.workers import (
     is_leader,
     start_worker,
     stop_workers,
+    threads_of,
     worker_count,
 )  # fmt: skip
 from hornet.analysis.stats.report import is_fraction, render_table

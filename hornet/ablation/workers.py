@@ -27,7 +27,7 @@ from hornet.files import write_json
 
 __all__ = [
     "LEADER_ENV", "WORKER_ENV", "Leader", "follow_leader", "free_port", "is_leader", "start_worker", "stop_workers",
-    "worker_count",
+    "threads_of", "worker_count",
 ]  # fmt: skip
 
 WORKER_ENV = "HORNET_SUITE_WORKER"  # "k/n" in the worker processes of a suite
@@ -49,6 +49,11 @@ def worker_count(setting: int | str, pending: int, devices: int) -> int:
     else:
         wanted = int(setting)
     return max(1, min(wanted, pending))
+
+
+def threads_of(workers: int, devices: int = 1) -> int:
+    """The CPU threads each of ``workers`` gets, each taking ``devices`` processes."""
+    return max(1, (os.cpu_count() or 1) // (workers * devices))
 
 
 def free_port() -> int:

@@ -96,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
         paths = analyze_suite(
             args.suite_dir, interactions=settings, erf={"images": args.erf_images}, device=args.device
         )
-        for path in paths.values():
-            Console(stderr=True).print(f"wrote {path}", highlight=False)
-        return 0
+        return _written(paths)
     data = {"model_kwargs": args.model_kwargs, "data_root": args.data_root, "img_size": args.img_size}
     if args.analysis == "compare":
         from hornet.analysis.probe.analyze import compare_models
@@ -109,9 +107,7 @@ def run(args: argparse.Namespace) -> int:
             trained[label if label not in trained else f"{label}_{len(trained)}"] = model
         settings = {"images": args.images} if args.images is not None else {}
         paths = compare_models(trained, args.analysis_kind, args.output, settings=settings, device=args.device)
-        for path in paths.values():
-            Console(stderr=True).print(f"wrote {path}", highlight=False)
-        return 0
+        return _written(paths)
     trained = load_trained(run=args.run, ckpt=args.ckpt, model=args.model, weights=args.weights, **data)
     default = Path(args.run) / "analysis" if args.run else Path("analysis") / (args.model or Path(args.ckpt).stem)
     output = Path(args.output) if args.output else default
@@ -124,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
         paths = analyze_erf(
             trained, output, images=args.images, sizes=args.sizes, batch_size=args.batch_size, device=args.device
         )
+    return _written(paths)
+
+
+def _written(paths: dict[str, Path]) -> int:
+    """Say where each file went (stderr); the command's exit status."""
     for path in paths.values():
         Console(stderr=True).print(f"wrote {path}", highlight=False)
     return 0

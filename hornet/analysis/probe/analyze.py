@@ -29,7 +29,7 @@ from hornet.files import write_atomic
 
 __all__ = [
     "ERF_CSV", "ERF_MAPS", "INTERACTIONS_CSV", "STRENGTH_CSV", "analyze_erf", "analyze_interactions", "analyze_suite",
-    "compare_models", "read_erf_maps", "read_strength", "suite_figures",
+    "compare_models", "read_erf_maps", "read_strength", "smallest_size_maps", "suite_figures",
 ]  # fmt: skip
 
 INTERACTIONS_CSV, STRENGTH_CSV, ERF_CSV = "interactions.csv", "interaction_strength.csv", "erf.csv"
@@ -164,6 +164,12 @@ def read_erf_maps(path: str | Path) -> dict[tuple[int, int], torch.Tensor]:
         return {tuple(int(v) for v in key.split("_")): torch.from_numpy(maps[key]) for key in maps.files}
 
 
+def smallest_size_maps(pictures: dict[tuple[int, int], torch.Tensor]) -> tuple[int, dict[int, torch.Tensor]]:
+    """The smallest input size of ``read_erf_maps``'s pictures, and its pictures by stage (a figure's row)."""
+    size = min(size for size, _ in pictures)
+    return size, {stage: picture for (at, stage), picture in pictures.items() if at == size}
+
+
 def analyze_suite(
     suite_dir: str | Path, *, interactions: dict | None = None, erf: dict | None = None, device: str = "cpu"
 ) -> dict[str, Path]:
@@ -275,9 +281,7 @@ def suite_figures(suite, directory: str | Path) -> list[Path]:
         run = min((r for r in variant.runs), key=lambda r: r.seed)
         path = suite.run_dir(run).path / RUN_ANALYSIS / ERF_MAPS
         if path.is_file():
-            pictures = read_erf_maps(path)
-            size = sizes[variant.variant] = min(size for size, _ in pictures)
-            maps[variant.variant] = {stage: p for (s, stage), p in pictures.items() if s == size}
+            sizes[variant.variant], maps[variant.variant] = smallest_size_maps(read_erf_maps(path))
     if maps:
         shown = sorted(set(sizes.values()))
         what = f"ERF per stage at {'/'.join(map(str, shown))} px, log10(A+1)/max (lowest seed)"
@@ -310,9 +314,8 @@ def compare_models(
             curves[label] = read_strength(folder / STRENGTH_CSV)
         else:
             analyze_erf(model, folder, device=device, **(settings or {}))
-            pictures = read_erf_maps(folder / ERF_MAPS)
-            size = min(size for size, _ in pictures)
-            maps[f"{label} ({size} px)"] = {stage: p for (s, stage), p in pictures.items() if s == size}
+            size, per_stage = smallest_size_maps(read_erf_maps(folder / ERF_MAPS))
+            maps[f"{label} ({size} px)"] = per_stage
     data = next(iter(trained.values())).data
     where = f"{type(data).__name__}" + (f" {data.root}" if hasattr(data, "root") else "")
     if analysis == "interactions":
