@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per model first")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--peak", action="store_true", help="measure matmul peak GFLOP/s and report utilisation")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of racing: each op category's share of a step (torch.profiler; the training step unless "
+        "--mode infer)",
+    )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
 
 
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
             "[yellow]warning:[/] this CPU has no native bf16 (AVX-512 BF16 / AMX): bf16-mixed runs emulated, "
             "slower than fp32"
         )
+    if args.profile:
+        return _profile(args, config, console)
     peak = None
     if args.peak:
         dtypes = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -96,6 +104,45 @@ def run(args: argparse.Namespace) -> int:
         f" median of {config.rounds} rounds"
     )
     render_table(rows, fmt=args.format, title=title)
+    return 0
+
+
+def _profile(args: argparse.Namespace, config, console: Console) -> int:
+    """`hornet bench MODEL... --profile`: per op category, milliseconds per step and share of the step, per model;
+    then the longest ops of each."""
+    from hornet.analysis.measure.benchmark import profile_model_step
+    from hornet.analysis.measure.step_profile import CATEGORIES
+    from hornet.analysis.stats.report import render_table
+
+    mode = "infer" if args.mode == "infer" else "train"
+    profiles = {}
+    with console.status("profiling") as status:
+        for name in args.names:
+            status.update(f"profiling {name} ({mode})")
+            profiles[name] = profile_model_step(name, mode, config)
+    rows = []
+    for category in CATEGORIES:
+        row = {"category": category}
+        for name, profile in profiles.items():
+            row[f"{name} ms"] = round(1000 * profile.categories[category], 2)
+            row[f"{name} %"] = round(profile.shares()[category], 1)
+        rows.append(row)
+    step_row = {"category": "step"}
+    for name, profile in profiles.items():
+        step_row |= {f"{name} ms": round(1000 * profile.total, 2), f"{name} %": 100.0}
+    rows.append(step_row)
+    clock = "kernel time" if config.device.startswith("cuda") else "CPU self time"
+    title = (
+        f"{mode} step by op category ({clock}, torch.profiler, mean of {config.steps} steps): batch "
+        f"{config.batch_size}, {config.img_size} px, precision {config.precision}, {config.device}"
+        f"{', compiled' if args.compile else ''}"
+    )
+    render_table(rows, fmt=args.format, title=title)
+    if args.format == "csv":
+        return 0  # one table per CSV
+    for name, profile in profiles.items():
+        top = [{"op": op, "category": category, "ms": round(1000 * s, 2)} for op, category, s in profile.top_ops]
+        render_table(top, fmt=args.format, title=f"{name}: longest ops per step")
     return 0
 
 

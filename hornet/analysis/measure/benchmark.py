@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from hornet.analysis.measure.complexity import profile_model
+from hornet.analysis.measure.step_profile import StepProfile, profile_step
 from hornet.models import create_model, input_size_kwargs
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "matmul_peak_gflops",
     "peak_rss_mb",
     "plain_loop_img_per_s",
+    "profile_model_step",
     "reset_peak_rss",
     "run_benchmark",
 ]
@@ -184,6 +186,14 @@ def plain_loop_img_per_s(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return (steps - warmup) * batch_size / (time.perf_counter() - start)
+
+
+def profile_model_step(name: str, mode: str, config: BenchConfig) -> StepProfile:
+    """The op-category budget of one ``mode`` step of ``name`` (``config.steps`` profiled steps after warm-up)."""
+    step = _make_step(_build(name, config), mode, config)
+    for _ in range(config.warmup):
+        step()
+    return profile_step(step, device=config.device, steps=config.steps)
 
 
 def run_benchmark(
