@@ -114,6 +114,7 @@ def test_gf_resizes_filter_for_other_sizes(size):
 
 def test_gf_fft_stays_fp32_under_bf16_autocast():
     gf = GlobalLocalFilter(8, feature_size=(7, 7))
+    gf.filter_path = "fft"  # a 7x7 map filters through a matrix on a CPU ("auto"); the FFT is what autocast would break
     seen = []
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -134,14 +135,15 @@ def test_gf_fft_stays_fp32_under_bf16_autocast():
 
 @pytest.mark.parametrize("size", [(2, 2), (4, 4), (3, 5), (7, 7), (8, 8)])
 def test_small_maps_filter_through_a_circulant_matrix_exactly_as_through_the_fft(size):
-    from hornet.ops.mixers import DENSE_FILTER_MAX_PIXELS, _circular_filter, fft_filters
+    from hornet.ops.mixers import _circular_filter, fft_filters, filter_path
 
-    assert size[0] * size[1] <= DENSE_FILTER_MAX_PIXELS  # these sizes take the dense path
+    assert filter_path(*size, "cpu") == "dense"  # these sizes take the dense path
     x = torch.randn(3, 4, *size, dtype=torch.float64)
     weight = torch.randn(4, size[0], size[1] // 2 + 1, 2, dtype=torch.float64)
     spectral = torch.complex(weight[..., 0], weight[..., 1])
     by_fft = torch.fft.irfft2(torch.fft.rfft2(x, norm="ortho") * spectral, s=size, norm="ortho")
-    torch.testing.assert_close(_circular_filter(x, spectral), by_fft, rtol=0, atol=1e-12)  # the same map, exactly
+    by_matrix = _circular_filter(x, weight[..., 0], weight[..., 1])
+    torch.testing.assert_close(by_matrix, by_fft, rtol=0, atol=1e-12)  # the same map, exactly
 
     gf = GlobalLocalFilter(8, feature_size=size)
     inputs = torch.randn(2, 8, *size, requires_grad=True)

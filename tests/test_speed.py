@@ -49,3 +49,70 @@ def test_bench_profile_prints_every_category(capsys):
     assert lines[0] == "category,hornet_micro_gf ms,hornet_micro_gf %"
     assert [line.split(",")[0] for line in lines[1:]] == [*CATEGORIES, "step"]
     assert float(lines[-1].split(",")[2]) == 100.0
+
+
+@pytest.mark.parametrize("size", [(2, 2), (4, 4), (7, 7), (14, 14), (5, 8), (8, 5)])
+@pytest.mark.parametrize("path", ["dense", "dft"])
+def test_every_gf_filter_path_equals_the_fft_in_float64_values_and_gradients(size, path):
+    from hornet.ops.mixers import global_filter
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(3, size[0], size[1] // 2 + 1, 2, dtype=torch.float64, generator=generator, requires_grad=True)
+    upstream = torch.randn(2, 3, *size, dtype=torch.float64, generator=generator)
+    results = []
+    for each in (path, "fft"):
+        out = global_filter(x, weight, each)
+        grads = torch.autograd.grad((out * upstream).sum(), (x, weight))
+        results.append((out, *grads))
+    for mine, fft in zip(*results):
+        torch.testing.assert_close(mine, fft, rtol=0, atol=1e-10)
+
+
+def test_the_real_dft_is_torch_fft_in_every_norm():
+    from hornet.ops.real_dft import irdft2, rdft2
+
+    for size in [(1, 1), (3, 1), (6, 4), (7, 9)]:
+        x = torch.randn(2, *size, dtype=torch.float64)
+        half = torch.randn(2, size[0], size[1] // 2 + 1, 2, dtype=torch.float64)
+        for norm in ("ortho", "backward", "forward"):
+            spectrum = torch.fft.rfft2(x, norm=norm)
+            real, imag = rdft2(x, norm)
+            torch.testing.assert_close((real, imag), (spectrum.real, spectrum.imag), rtol=0, atol=1e-12)
+            expected = torch.fft.irfft2(torch.complex(half[..., 0], half[..., 1]), s=size, norm=norm)
+            torch.testing.assert_close(irdft2(half[..., 0], half[..., 1], size, norm), expected, rtol=0, atol=1e-12)
+
+
+def test_bench_races_the_gf_filter_paths_on_the_model_s_maps(capsys):
+    argv = ["bench", "hornet_micro_gf", "--filter-paths", "--img-size", "32", "--batch-size", "4", "--rounds", "1"]
+    assert main([*argv, "--format", "csv", "--steps", "1", "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "map,channels,batch,dense_ms,dft_ms,fft_ms,fastest,auto"
+    assert {line.split(",")[0] for line in lines[1:]} == {"4x4", "2x2"}  # the GF stages 3-4 at 32 px, stem 2
+    assert all(line.endswith(",dense") for line in lines[1:])  # tiny maps: one circulant matrix on a CPU
+
+
+def test_under_cpu_autocast_the_depthwise_convolutions_compute_in_fp32():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hornet.ops import GnConv
+
+    seen = []
+
+    class RecordConvolutions(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "convolution" in func.__name__:
+                weight = args[1]
+                seen.append(("depthwise" if weight.shape[1] == 1 else "dense", args[0].dtype))
+            return func(*args, **(kwargs or {}))
+
+    for mixer in ("dw7", "gf"):
+        seen.clear()
+        block = GnConv(16, order=3, mixer=mixer, feature_size=(8, 8))
+        x = torch.randn(2, 16, 8, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16), RecordConvolutions():
+            out = block(x)
+        assert out.dtype == torch.bfloat16  # the rest of the block still runs in bf16
+        assert ("depthwise", torch.float32) in seen and ("dense", torch.bfloat16) in seen, seen
+        assert ("depthwise", torch.bfloat16) not in seen, seen
+        torch.testing.assert_close(out.float(), block(x), rtol=0.05, atol=0.05)  # bf16 rounding in the 1x1s only

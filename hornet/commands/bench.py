@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead of racing: each op category's share of a step (torch.profiler; the training step unless "
         "--mode infer)",
     )
+    parser.add_argument(
+        "--filter-paths",
+        action="store_true",
+        help="instead of racing models: race the GF filter's implementations (dense, dft, fft) on each GF map of "
+        "each model, forward + backward",
+    )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
 
 
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.profile:
         return _profile(args, config, console)
+    if args.filter_paths:
+        return _filter_paths(args, config, console)
     peak = None
     if args.peak:
         dtypes = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -143,6 +151,22 @@ def _profile(args: argparse.Namespace, config, console: Console) -> int:
     for name, profile in profiles.items():
         top = [{"op": op, "category": category, "ms": round(1000 * s, 2)} for op, category, s in profile.top_ops]
         render_table(top, fmt=args.format, title=f"{name}: longest ops per step")
+    return 0
+
+
+def _filter_paths(args: argparse.Namespace, config, console: Console) -> int:
+    """`hornet bench MODEL... --filter-paths`: the GF filter's implementations raced on each model's GF maps."""
+    from hornet.analysis.measure.benchmark import race_filter_paths
+    from hornet.analysis.stats.report import render_table
+
+    for name in args.names:
+        with console.status(f"racing the GF filter paths of {name}"):
+            rows = race_filter_paths(name, config)
+        title = (
+            f"{name}: GF filter forward + backward, ms (median of {config.rounds} rounds), {config.device}, "
+            f"batch {config.batch_size}, {config.img_size} px"
+        )
+        render_table(rows, fmt=args.format, title=title)
     return 0
 
 

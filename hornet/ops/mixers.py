@@ -17,7 +17,19 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d, register_notrace_function, trunc_normal_
 from torch import nn
 
-__all__ = ["MIXER_NAMES_HELP", "GlobalLocalFilter", "create_mixer", "fft_filters", "filter_size_for", "parse_mixer"]
+from hornet.ops.real_dft import irdft2, rdft2
+
+__all__ = [
+    "FILTER_PATHS",
+    "MIXER_NAMES_HELP",
+    "GlobalLocalFilter",
+    "create_mixer",
+    "depthwise_conv",
+    "fft_filters",
+    "filter_path",
+    "filter_size_for",
+    "parse_mixer",
+]
 
 MIXER_NAMES_HELP = "'dw<k>' with odd k >= 1 (e.g. dw3, dw7, dw13, dw31), '7x7' (alias of dw7) or 'gf'"
 _DEPTHWISE = re.compile(r"^dw(\d+)$")
@@ -46,9 +58,21 @@ def filter_size_for(feature_size: Sequence[int]) -> tuple[int, int]:
     return int(height), int(width) // 2 + 1
 
 
-# Up to this many pixels a map is filtered by one dense circulant matrix per channel instead of FFTs: at 4x4 or 8x8
-# the batched matmul costs less than thousands of tiny transforms (forward and backward), and computes the same.
-DENSE_FILTER_MAX_PIXELS = 64
+FILTER_PATHS = ("auto", "dense", "dft", "fft")
+# How a GF filters an (H, W) map: one circulant matrix per channel ("dense"), the real DFT as matmuls ("dft"), the FFT,
+# or "auto": by map size and device (filter_path), from `hornet bench MODEL --filter-paths` (docs/speed.md).
+
+
+def filter_path(height: int, width: int, device_type: str) -> str:
+    """The fastest measured implementation of the GF filter for an (H, W) map on ``device_type``; all compute the
+    same map (tested to 1e-10 in float64). Up to 64 pixels (the 32 px models' 4x4 and 2x2 maps) one circulant matrix
+    per channel beats thousands of tiny FFTs on a CPU (CUDA takes the same until measured there). No device has
+    measured "dft" faster than the FFT past that yet (CPU, 2026-12-05: 14x14 won once and lost once, 28x28 lost; CUDA
+    not measured): it serves compiled models, whose graphs it keeps real-valued. ``device_type`` is where a device's
+    own measurement goes; literal numbers, because TorchScript compiles this."""
+    if height * width <= 64:
+        return "dense"
+    return "fft"
 
 
 @contextmanager
@@ -56,14 +80,14 @@ def fft_filters(model: nn.Module):
     """Inside the block every GF mixer of ``model`` filters through the FFT, as the paper describes (and counts) it:
     complexity counting uses this, so MACs do not depend on which implementation a map size gets."""
     filters = [m for m in model.modules() if isinstance(m, GlobalLocalFilter)]
-    saved = [m.dense_max_pixels for m in filters]
+    saved = [m.filter_path for m in filters]
     for m in filters:
-        m.dense_max_pixels = 0
+        m.filter_path = "fft"
     try:
         yield
     finally:
         for m, value in zip(filters, saved):
-            m.dense_max_pixels = value
+            m.filter_path = value
 
 
 def resize_filter(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -75,23 +99,38 @@ def resize_filter(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.permute(1, 2, 3, 0)  # (C, H, W//2+1, 2)
 
 
-def _filter_spectrum(x: torch.Tensor, weight: torch.Tensor, dense_max_pixels: int) -> torch.Tensor:
+def _filter_spectrum(x: torch.Tensor, weight: torch.Tensor, path: str) -> torch.Tensor:
     height, width = x.shape[-2], x.shape[-1]
     freq_height, freq_width = height, width // 2 + 1  # the spectrum's size (filter_size_for; TorchScript-compiled here)
-    weight = resize_filter(weight, (freq_height, freq_width)).float()
-    complex_weight = torch.complex(weight[..., 0], weight[..., 1])  # (C, H, W//2+1); never view_as_complex
-    if height * width <= dense_max_pixels:
-        return _circular_filter(x.float(), complex_weight)
-    spectrum = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")  # (B, C, H, W//2+1) complex64
+    x, weight = _fp32_or_wider(x), _fp32_or_wider(resize_filter(weight, (freq_height, freq_width)))
+    real_weight, imag_weight = weight[..., 0], weight[..., 1]  # 2 x (C, H, W//2+1)
+    if path == "auto":
+        path = filter_path(height, width, x.device.type)
+    if path == "dense":
+        return _circular_filter(x, real_weight, imag_weight)
+    if path == "dft":  # real tensors only: compiles, and beats the FFT's launches on small maps
+        real, imag = rdft2(x)  # 2 x (B, C, H, W//2+1)
+        filtered_real = real * real_weight - imag * imag_weight  # (a + ib)(c + id), per channel and frequency
+        filtered_imag = real * imag_weight + imag * real_weight
+        return irdft2(filtered_real, filtered_imag, (height, width))  # (B, C, H, W) fp32
+    if path != "fft":
+        raise ValueError("GF filter path must be 'auto', 'dense', 'dft' or 'fft'; got " + path)
+    complex_weight = torch.complex(real_weight, imag_weight)  # (C, H, W//2+1); never view_as_complex
+    spectrum = torch.fft.rfft2(x, dim=(2, 3), norm="ortho")  # (B, C, H, W//2+1) complex64
     spectrum = spectrum * complex_weight
     return torch.fft.irfft2(spectrum, s=(height, width), dim=(2, 3), norm="ortho")  # (B, C, H, W) fp32
 
 
-def _circular_filter(x: torch.Tensor, complex_weight: torch.Tensor) -> torch.Tensor:
+def _fp32_or_wider(tensor: torch.Tensor) -> torch.Tensor:
+    """Half precision up to fp32 (the filter's precision); float64 stays (the tests' exact comparisons)."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
+def _circular_filter(x: torch.Tensor, real_weight: torch.Tensor, imag_weight: torch.Tensor) -> torch.Tensor:
     """The global filter in the pixel domain: ``irfft2(rfft2(x, ortho) * W, ortho)`` is the circular convolution of x
     with ``k = irfft2(W)`` (the two ortho scalings cancel), applied as a (H*W, H*W) circulant matrix per channel."""
     batch, channels, height, width = x.shape
-    kernel = torch.fft.irfft2(complex_weight, s=(height, width), dim=(1, 2))  # (C, H, W)
+    kernel = irdft2(real_weight, imag_weight, (height, width), norm="backward")  # (C, H, W)
     rows = torch.arange(height, device=x.device)
     cols = torch.arange(width, device=x.device)
     shift_rows = (rows[:, None] - rows[None, :]) % height  # (H_out, H_in)
@@ -105,20 +144,19 @@ def _circular_filter(x: torch.Tensor, complex_weight: torch.Tensor) -> torch.Ten
 
 
 @register_notrace_function  # an FX leaf: the size check and the autocast context are not traceable
-def global_filter(
-    x: torch.Tensor, weight: torch.Tensor, dense_max_pixels: int = DENSE_FILTER_MAX_PIXELS
-) -> torch.Tensor:
+def global_filter(x: torch.Tensor, weight: torch.Tensor, path: str = "auto") -> torch.Tensor:
     """Multiply ``x`` (B, C, H, W) by a learnable filter in the 2-D Fourier domain, in fp32 with autocast off.
 
     ``weight`` is the real view (C, h, w, 2) of a complex filter; it is resized bilinearly (align_corners=True,
-    as released) only when the spectrum of ``x`` is not (h, w). Returns fp32 (B, C, H, W).
+    as released) only when the spectrum of ``x`` is not (h, w). ``path``: one of FILTER_PATHS ("auto": by map size
+    and device, ``filter_path``). Returns fp32 (B, C, H, W).
     """
     if not torch.jit.is_scripting():
         if torch.amp.is_autocast_available(x.device.type):  # not on the meta device
             # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
             with torch.autocast(device_type=x.device.type, enabled=False):
-                return _filter_spectrum(x, weight, dense_max_pixels)
-    return _filter_spectrum(x, weight, dense_max_pixels)
+                return _filter_spectrum(x, weight, path)
+    return _filter_spectrum(x, weight, path)
 
 
 class GlobalLocalFilter(nn.Module):
@@ -145,7 +183,7 @@ class GlobalLocalFilter(nn.Module):
         self.complex_weight = nn.Parameter(torch.empty(half, height, freq_width, 2, dtype=torch.float32))
         trunc_normal_(self.complex_weight, std=0.02)
         self.post_norm = LayerNorm2d(channels, eps=1e-6)
-        self.dense_max_pixels = DENSE_FILTER_MAX_PIXELS  # maps up to this size filter as a matrix (see fft_filters)
+        self.filter_path = "auto"  # by map size and device (filter_path); fft_filters sets "fft"
 
     def _apply(self, fn, recurse: bool = True):
         """Casts to half precision (``.half()``, Lightning's "bf16-true", DeepSpeed fp16) leave the filter fp32: it is
@@ -160,8 +198,8 @@ class GlobalLocalFilter(nn.Module):
         x = self.pre_norm(x)
         batch, channels, height, width = x.shape
         local, global_ = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, H, W), views
-        local = self.dw(local)
-        global_ = global_filter(global_, self.complex_weight, self.dense_max_pixels).to(local.dtype)
+        local = depthwise_conv(local, self.dw.weight, None, [1, 1])
+        global_ = global_filter(global_, self.complex_weight, self.filter_path).to(local.dtype)
         # Interleave channel by channel as released (out[:, 0::2] = local, out[:, 1::2] = global), built channels-last
         # so that the single copy (the stack) leaves the post-norm a dense (B, H, W, C) input.
         x = torch.stack((local.permute(0, 2, 3, 1), global_.permute(0, 2, 3, 1)), dim=-1)  # (B, H, W, C/2, 2)
@@ -173,6 +211,28 @@ class GlobalLocalFilter(nn.Module):
     def extra_repr(self) -> str:
         half, height, freq_width, _ = self.complex_weight.shape
         return f"channels={self.channels}, filter=({half}, {height}, {freq_width}) complex"
+
+
+def depthwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int]
+) -> torch.Tensor:
+    """A depthwise convolution (weight (C, 1, k, k)), its bias added after it (oneDNN's depthwise backward is ~20%
+    slower when it also reduces the bias). Under CPU autocast it computes in fp32 and returns autocast's dtype: there
+    oneDNN's bf16 depthwise convolution, forward and backward, is 2-3x slower than its fp32 one (channels-last, 7x7,
+    batch 16 on an AMX Xeon: 106 vs 32 ms at (96, 56x56), 36 vs 18 ms at (992, 7x7)), which costs two casts."""
+    if not torch.jit.is_scripting():  # its own line: TorchScript skips only this exact form
+        if torch.is_autocast_enabled("cpu") and x.device.type == "cpu":
+            dtype = torch.get_autocast_dtype("cpu")
+            with torch.autocast("cpu", enabled=False):
+                return _depthwise(x.float(), weight.float(), None if bias is None else bias.float(), padding).to(dtype)
+    return _depthwise(x, weight, bias, padding)
+
+
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int]) -> torch.Tensor:
+    out = F.conv2d(x, weight, None, padding=padding, groups=weight.shape[0])
+    if bias is None:
+        return out
+    return out.add_(bias.view(-1, 1, 1))  # (B, C, H, W) + (C, 1, 1)
 
 
 def create_mixer(name: str, channels: int, *, feature_size: Sequence[int] | None = None) -> nn.Module:

@@ -8,6 +8,7 @@ process maximum RSS never resets); on CUDA from ``torch.cuda.max_memory_allocate
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import statistics
@@ -33,6 +34,7 @@ __all__ = [
     "peak_rss_mb",
     "plain_loop_img_per_s",
     "profile_model_step",
+    "race_filter_paths",
     "reset_peak_rss",
     "run_benchmark",
 ]
@@ -194,6 +196,60 @@ def profile_model_step(name: str, mode: str, config: BenchConfig) -> StepProfile
     for _ in range(config.warmup):
         step()
     return profile_step(step, device=config.device, steps=config.steps)
+
+
+DENSE_RACE_MAX_PIXELS = 1024  # the circulant matrix is (HW)^2 per channel: past 32x32 it is neither small nor fast
+
+
+def race_filter_paths(name: str, config: BenchConfig) -> list[dict]:
+    """Forward + backward milliseconds of each GF filter path (hornet.ops.mixers.FILTER_PATHS) on every distinct map
+    the GF mixers of ``name`` see at ``config``'s batch and image size, raced in shuffled rounds (median), and the
+    path ``auto`` picks on this device. The measurement behind ``filter_path``'s thresholds."""
+    from hornet.ops.mixers import GlobalLocalFilter, filter_path
+
+    model = _build(name, config)
+    maps: dict[tuple[int, int, int], torch.Tensor] = {}  # (channels, H, W) -> the filter weight it meets
+
+    def record(module: GlobalLocalFilter, inputs: tuple[torch.Tensor]) -> None:
+        _, channels, height, width = inputs[0].shape
+        maps.setdefault((channels // 2, height, width), module.complex_weight.detach())
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, GlobalLocalFilter)]
+    if not hooks:
+        raise ValueError(f"{name} has no GF mixer: nothing to race")
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, config.img_size, config.img_size, device=config.device))
+    for hook in hooks:
+        hook.remove()
+    rows = []
+    for (channels, height, width), weight in maps.items():
+        x = torch.randn(config.batch_size, channels, height, width, device=config.device, requires_grad=True)
+        weight = weight.clone().requires_grad_(True)
+        paths = ["dft", "fft"] + (["dense"] if height * width <= DENSE_RACE_MAX_PIXELS else [])
+
+        steps = {path: functools.partial(_filter_step, x, weight, path) for path in paths}
+        for step in steps.values():
+            for _ in range(config.warmup):
+                step()
+        timings: dict[str, list[float]] = {path: [] for path in paths}
+        for round_index in range(config.rounds):
+            order = list(paths)
+            random.Random(round_index).shuffle(order)
+            for path in order:
+                timings[path].append(1000 * _time(steps[path], config.steps, config.device) / config.steps)
+        row = {"map": f"{height}x{width}", "channels": channels, "batch": config.batch_size}
+        for path in ("dense", "dft", "fft"):
+            row[f"{path}_ms"] = round(statistics.median(timings[path]), 3) if path in timings else "-"
+        row["fastest"] = min(timings, key=lambda path: statistics.median(timings[path]))
+        row["auto"] = filter_path(height, width, torch.device(config.device).type)
+        rows.append(row)
+    return rows
+
+
+def _filter_step(x: torch.Tensor, weight: torch.Tensor, path: str) -> None:
+    from hornet.ops.mixers import global_filter
+
+    global_filter(x, weight, path).sum().backward()
 
 
 def run_benchmark(
