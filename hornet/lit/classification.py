@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from hornet.callbacks import PredictionWriter
 from hornet.lit.recipe import CLASSIFICATION_RECIPE, Recipe
 from hornet.lit.task import Task
-from hornet.models import check_model_name, input_size_kwargs
+from hornet.models import check_model_name, compile_model, input_size_kwargs
 
 __all__ = ["ClassificationModule"]
 
@@ -87,7 +87,7 @@ class ClassificationModule(Task):
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if compile:
-            self.backbone.compile()  # in place: the state-dict keys stay those of the backbone
+            compile_model(self.backbone)  # block by block, in place: the state-dict keys stay those of the backbone
         self.ema = ModelEmaV3(self.backbone, decay=ema_decay, use_warmup=True) if ema_decay else None
         self.mixup = (
             Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)

@@ -1,5 +1,6 @@
 """HorNet models (plain nn.Modules) and their timm registration; import and run without Lightning."""
 
+from hornet.models.compile import compile_model, model_blocks
 from hornet.models.convert import checkpoint_filter_fn, read_released_checkpoint
 from hornet.models.hornet import HorBlock, HorNet
 from hornet.models.isotropic import ISOTROPIC, create_isotropic_model
@@ -26,10 +27,12 @@ __all__ = [
     "Variant",
     "check_model_name",
     "checkpoint_filter_fn",
+    "compile_model",
     "create_hornet",
     "create_isotropic_model",
     "create_model",
     "create_placement_model",
     "input_size_kwargs",
+    "model_blocks",
     "read_released_checkpoint",
 ]

@@ -152,6 +152,9 @@ def global_filter(x: torch.Tensor, weight: torch.Tensor, path: str = "auto") -> 
     and device, ``filter_path``). Returns fp32 (B, C, H, W).
     """
     if not torch.jit.is_scripting():
+        if path == "auto" and torch.compiler.is_compiling():  # compiled graphs stay real-valued: no FFT inside
+            path = filter_path(x.shape[-2], x.shape[-1], x.device.type)
+            path = "dft" if path == "fft" else path
         if torch.amp.is_autocast_available(x.device.type):  # not on the meta device
             # cuFFT in half precision only takes power-of-two sizes: keep autocast away from the FFT.
             with torch.autocast(device_type=x.device.type, enabled=False):

@@ -23,7 +23,7 @@ from torch import nn
 
 from hornet.analysis.measure.complexity import profile_model
 from hornet.analysis.measure.step_profile import StepProfile, profile_step
-from hornet.models import create_model, input_size_kwargs
+from hornet.models import compile_model, create_model, input_size_kwargs
 
 __all__ = [
     "PRECISIONS",
@@ -100,7 +100,7 @@ def _make_step(model: nn.Module, mode: str, config: BenchConfig) -> Callable[[],
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     x = torch.randn(config.batch_size, 3, config.img_size, config.img_size, device=config.device)
     x = x.contiguous(memory_format=memory_format)
-    runner = torch.compile(model) if config.compile else model
+    runner = compile_model(model) if config.compile else model  # block by block, in place
     if mode == "infer":
         model.eval()
 
