@@ -38,9 +38,10 @@ notebooks: setup
 test: setup
 	$(PY) -m pytest -m "" --durations=25
 
-# The GPU check (docs/speed.md): the gpu-marked tests, `hornet bench` on CUDA (ours vs the released code's
-# transcription, ConvNeXt-T and Swin-T; fp32, bf16-mixed; batch 128), a short bf16-mixed fit and its test, then the
-# compiled bench (last: compilation is the slowest step). It needs no .venv: `make test-gpu PY=python3` runs it with a
+# The GPU check (docs/speed.md): the gpu-marked tests, the bf16-mixed step profile by op category and the GF filter
+# paths raced on CUDA, `hornet bench` on CUDA (ours vs the released code's transcription, ConvNeXt-T and Swin-T; fp32,
+# bf16-mixed; batch 128), a short bf16-mixed fit and its test, then the compiled bench, block by block (last:
+# compilation is the slowest step). It needs no .venv: `make test-gpu PY=python3` runs it with a
 # preinstalled torch and hornet on PYTHONPATH. Every step runs even when one fails; the exit status says whether any
 # did. Without CUDA the tests skip and the rest is left out, with a message.
 GPU_MODELS := hornet_tiny_7x7_reference hornet_tiny_7x7 hornet_tiny_gf_reference hornet_tiny_gf convnext_tiny \
@@ -52,12 +53,14 @@ test-gpu:
 	step $(PY) -m pytest -m gpu -p no:cacheprovider -rs tests; \
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"; \
+		step $(GPU_BENCH) --precision bf16-mixed --profile --steps 3 hornet_tiny_7x7 hornet_tiny_gf convnext_tiny; \
+		step $(GPU_BENCH) --filter-paths hornet_tiny_gf; \
 		step $(GPU_BENCH) $(GPU_MODELS); \
 		step $(GPU_BENCH) --precision bf16-mixed $(GPU_MODELS); \
 		step $(PY) -m hornet.cli fit --trainer.accelerator gpu --trainer.precision bf16-mixed --trainer.max_epochs 2 \
 			--data.init_args.limit_train 20000 --runs_dir runs --run_name gpu_check; \
 		step $(PY) -m hornet.cli test --trainer.accelerator gpu --runs_dir runs --run_name gpu_check; \
-		step $(GPU_BENCH) --precision bf16-mixed --compile --mode train hornet_tiny_7x7 hornet_tiny_gf; \
+		step $(GPU_BENCH) --precision bf16-mixed --compile --mode train hornet_tiny_7x7 hornet_tiny_gf convnext_tiny; \
 	else echo "test-gpu: no CUDA device here: the gpu tests were skipped and no GPU benchmark ran"; fi; \
 	if [ -n "$$failed" ]; then printf "test-gpu: these steps failed:$$failed\n"; exit 1; fi
 

@@ -120,7 +120,6 @@ def _profile(args: argparse.Namespace, config, console: Console) -> int:
     then the longest ops of each."""
     from hornet.analysis.measure.benchmark import profile_model_step
     from hornet.analysis.measure.step_profile import CATEGORIES
-    from hornet.analysis.stats.report import render_table
 
     mode = "infer" if args.mode == "infer" else "train"
     profiles = {}
@@ -145,19 +144,18 @@ def _profile(args: argparse.Namespace, config, console: Console) -> int:
         f"{config.batch_size}, {config.img_size} px, precision {config.precision}, {config.device}"
         f"{', compiled' if args.compile else ''}"
     )
-    render_table(rows, fmt=args.format, title=title)
+    _titled_table(rows, args.format, title)
     if args.format == "csv":
         return 0  # one table per CSV
     for name, profile in profiles.items():
         top = [{"op": op, "category": category, "ms": round(1000 * s, 2)} for op, category, s in profile.top_ops]
-        render_table(top, fmt=args.format, title=f"{name}: longest ops per step")
+        _titled_table(top, args.format, f"{name}: longest ops per step")
     return 0
 
 
 def _filter_paths(args: argparse.Namespace, config, console: Console) -> int:
     """`hornet bench MODEL... --filter-paths`: the GF filter's implementations raced on each model's GF maps."""
     from hornet.analysis.measure.benchmark import race_filter_paths
-    from hornet.analysis.stats.report import render_table
 
     for name in args.names:
         with console.status(f"racing the GF filter paths of {name}"):
@@ -166,8 +164,17 @@ def _filter_paths(args: argparse.Namespace, config, console: Console) -> int:
             f"{name}: GF filter forward + backward, ms (median of {config.rounds} rounds), {config.device}, "
             f"batch {config.batch_size}, {config.img_size} px"
         )
-        render_table(rows, fmt=args.format, title=title)
+        _titled_table(rows, args.format, title)
     return 0
+
+
+def _titled_table(rows: list[dict], fmt: str, title: str) -> None:
+    """A table with its title in every format but CSV (markdown tables have no caption: it goes above)."""
+    from hornet.analysis.stats.report import render_table
+
+    if fmt == "markdown":
+        print(f"\n{title}\n")
+    render_table(rows, fmt=fmt, title=title)
 
 
 def _bench_fit(args: argparse.Namespace) -> int:
