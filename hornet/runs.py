@@ -11,7 +11,7 @@ Every `hornet fit` writes one run directory; a suite writes one per variant and 
         checkpoints/                best-epochNNN-*.ckpt (the monitored metric's best), epochNNN.ckpt, last.ckpt
         result.json                 (suites) the run's RunResult, written last: the run counts as finished with it
         config_hash                 (suites) the hash of the config the run was started with
-        .lock                       (suites) "host pid" while a process works on the run
+        .lock                       (suites) "host pid" while a process works on the run (claimed under .lock.claim)
 
 The runner, the results table, the report and the notebooks all read runs through this module.
 """

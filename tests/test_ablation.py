@@ -128,6 +128,39 @@ def test_run_lock_excludes_live_owners_and_takes_over_stale_ones(tmp_path):
     assert not (tmp_path / ".lock").exists()
 
 
+def _race_for_the_lock(run_path, start, outcomes):
+    start.wait()  # every contender calls acquire at once
+    lock = RunLock(RunDir(run_path))
+    won = lock.acquire()
+    outcomes.put(won)
+    start.wait()  # the winner holds it until every contender has tried
+
+
+@pytest.mark.parametrize("left_by", ["nobody", "a dead process"])
+def test_contenders_starting_at_once_take_a_run_exactly_once(tmp_path, left_by):
+    """Workers of a suite start together and all reach for its first run (also over a lock its killed predecessor
+    left): one of them takes it, every time."""
+    import multiprocessing
+    import socket
+
+    context = multiprocessing.get_context("fork")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for attempt in range(15):
+        run_path = tmp_path / f"run{attempt}"
+        run_path.mkdir()
+        if left_by == "a dead process":
+            (run_path / ".lock").write_text(f"{socket.gethostname()} {dead.pid}\n")
+        start, outcomes = context.Barrier(6), context.Queue()
+        contenders = [context.Process(target=_race_for_the_lock, args=(run_path, start, outcomes)) for _ in range(6)]
+        for process in contenders:
+            process.start()
+        won = [outcomes.get(timeout=30) for _ in contenders]
+        for process in contenders:
+            process.join(timeout=30)
+        assert sum(won) == 1, f"attempt {attempt}: {sum(won)} of 6 contenders took the run"
+
+
 def test_results_csv_is_rebuilt_in_run_order(tmp_path):
     for variant, seed in (("b", 0), ("a", 1), ("a", 0)):
         run = RunDir(tmp_path / variant / f"seed{seed}")

@@ -22,15 +22,20 @@ __all__ = ["RunLock", "rebuild_results", "results_lock"]
 
 
 @contextmanager
-def results_lock(suite_dir: Path):
-    """An exclusive flock on ``<suite_dir>/.results.lock`` (held only while results.csv is rebuilt)."""
-    suite_dir.mkdir(parents=True, exist_ok=True)
-    with (suite_dir / ".results.lock").open("a") as handle:
+def exclusive(path: Path):
+    """An exclusive flock on the file ``path`` (created if missing), held for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def results_lock(suite_dir: Path):
+    """Held only while results.csv is rebuilt."""
+    return exclusive(suite_dir / ".results.lock")
 
 
 def rebuild_results(suite_dir: Path, order: list[tuple[str, int]]) -> Path:
@@ -58,10 +63,15 @@ def rebuild_results(suite_dir: Path, order: list[tuple[str, int]]) -> Path:
 
 class RunLock:
     """``<run_dir>/.lock`` holding "host pid": one process per run. A lock left by a dead process on this host is
-    stale and taken over; a lock from another host is respected (delete it by hand if that job is gone)."""
+    stale and taken over; a lock from another host is respected (delete it by hand if that job is gone).
+
+    Claims are made under a flock on ``.lock.claim``, so that contenders starting at once (a suite's workers all
+    reach for its first run) never read a lock half-written or take over the same stale lock twice.
+    """
 
     def __init__(self, run: RunDir) -> None:
         self.path = run.path / ".lock"
+        self.claim = run.path / ".lock.claim"
         self.owner = f"{socket.gethostname()} {os.getpid()}"
         self.held = False
 
@@ -85,21 +95,13 @@ class RunLock:
 
     def acquire(self) -> bool:
         """Take the lock; False when another live process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self.holder()
-                if holder is not None and not self._stale(holder):
-                    return False
-                self.path.unlink(missing_ok=True)  # stale (or vanished between the two calls): try once more
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(self.owner + "\n")
+        with exclusive(self.claim):
+            holder = self.holder()
+            if self.path.exists() and holder is not None and not self._stale(holder):
+                return False
+            self.path.write_text(self.owner + "\n")  # an empty or stale lock is replaced
             self.held = True
             return True
-        return False
 
     def release(self) -> None:
         if self.held and self.holder() == self.owner:
