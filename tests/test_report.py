@@ -233,6 +233,16 @@ def test_analyze_suite_is_resumable_and_the_report_draws_its_figures(runs, capsy
     before = done.stat().st_mtime_ns
     assert main(args) == 0  # resumed: every run is analysed already, none again
     assert done.stat().st_mtime_ns == before
+    # a suite published half-way keeps each run's analysis data but no checkpoints or pictures: still analysed
+    import shutil
+
+    published = shutil.copytree(suite, tmp_path / "published" / "order_ablation")
+    for run in published.glob("*/seed*"):
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+        for picture in run.glob("analysis/*.png"):
+            picture.unlink()
+    assert main([*args[:2], str(published), *args[3:]]) == 0
+    assert (published / "order_1111" / "seed0" / "analysis" / "interactions.csv").stat().st_mtime_ns == before
     assert main(["report", str(suite), "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "interactions.png").stat().st_size > 0
     assert (tmp_path / "plots" / "erf.png").stat().st_size > 0

@@ -173,10 +173,11 @@ def smallest_size_maps(pictures: dict[tuple[int, int], torch.Tensor]) -> tuple[i
 def analyze_suite(
     suite_dir: str | Path, *, interactions: dict | None = None, erf: dict | None = None, device: str = "cpu"
 ) -> dict[str, Path]:
-    """Both analyses of every finished run of a suite, into ``<run>/analysis/``; a run whose analysis is complete
-    (its PNG, written last, exists) is not analysed again. Then the suite-level files: interaction_strength.csv
-    and erf.csv (one row per variant, seed and point) beside results.csv. ``interactions`` and ``erf`` are keyword
-    arguments of analyze_interactions and analyze_erf."""
+    """Both analyses of every finished run of a suite, into ``<run>/analysis/``; an analysis whose files a published
+    suite keeps exist already (the curve, the ERF maps: each written after the rest of its data) is not run again, so
+    a suite published half-way with its analyses (``ablation.publish_dir``) resumes without its checkpoints. Then the
+    suite-level files: interaction_strength.csv and erf.csv (one row per variant, seed and point) beside results.csv.
+    ``interactions`` and ``erf`` are keyword arguments of analyze_interactions and analyze_erf."""
     from hornet.analysis.probe.trained import load_trained
     from hornet.analysis.stats.results import load_suite
 
@@ -195,9 +196,9 @@ def analyze_suite(
         run = suite.run_dir(row)
         output = run.path / RUN_ANALYSIS
         console.print(f"suite {suite.name}: analysing {row.variant}:{row.seed} ({n}/{len(finished)})", highlight=False)
-        if not (output / "interactions.png").is_file():
+        if not (output / STRENGTH_CSV).is_file():
             analyze_interactions(load_trained(run=run.path), output, device=device, **(interactions or {}))
-        if not (output / "erf.png").is_file():
+        if not (output / ERF_MAPS).is_file():
             analyze_erf(load_trained(run=run.path), output, device=device, **(erf or {}))
         with (output / STRENGTH_CSV).open() as handle:
             strength_rows += [{"variant": row.variant, "seed": row.seed, **r} for r in csv.DictReader(handle)]
@@ -211,7 +212,7 @@ def analyze_suite(
 
 def _analysed(suite, row) -> bool:
     output = suite.run_dir(row).path / RUN_ANALYSIS
-    return (output / "interactions.png").is_file() and (output / "erf.png").is_file()
+    return (output / STRENGTH_CSV).is_file() and (output / ERF_MAPS).is_file()
 
 
 def suite_command(suite) -> str | None:
