@@ -155,7 +155,7 @@ def _profile(args: argparse.Namespace, config, console: Console) -> int:
 
 def _filter_paths(args: argparse.Namespace, config, console: Console) -> int:
     """`hornet bench MODEL... --filter-paths`: the GF filter's implementations raced on each model's GF maps."""
-    from hornet.analysis.measure.benchmark import race_filter_paths
+    from hornet.analysis.measure.filter_paths import race_filter_paths
 
     for name in args.names:
         with console.status(f"racing the GF filter paths of {name}"):

@@ -8,7 +8,6 @@ process maximum RSS never resets); on CUDA from ``torch.cuda.max_memory_allocate
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import random
 import statistics
@@ -29,14 +28,15 @@ __all__ = [
     "PRECISIONS",
     "BenchConfig",
     "BenchResult",
+    "build_for_bench",
     "inference_img_per_s",
     "matmul_peak_gflops",
     "peak_rss_mb",
     "plain_loop_img_per_s",
     "profile_model_step",
-    "race_filter_paths",
     "reset_peak_rss",
     "run_benchmark",
+    "timed_seconds",
 ]
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -85,7 +85,7 @@ def _autocast(config: BenchConfig) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _build(name: str, config: BenchConfig) -> nn.Module:
+def build_for_bench(name: str, config: BenchConfig) -> nn.Module:
     # models built for an input size (GF filters, Swin windows) get the benchmark's, as training builds them
     model = create_model(name, **input_size_kwargs(name, config.img_size)).to(config.device)
     if config.channels_last:
@@ -128,7 +128,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(step: Callable[[], None], steps: int, device: str) -> float:
+def timed_seconds(step: Callable[[], None], steps: int, device: str) -> float:
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
@@ -149,7 +149,7 @@ def inference_img_per_s(model: nn.Module, x: torch.Tensor, *, steps: int = 5, wa
 
     for _ in range(warmup):
         step()
-    rates = [len(x) / _time(step, 1, device) for _ in range(steps)]
+    rates = [len(x) / timed_seconds(step, 1, device) for _ in range(steps)]
     model.train(was_training)
     return statistics.median(rates)
 
@@ -192,64 +192,10 @@ def plain_loop_img_per_s(
 
 def profile_model_step(name: str, mode: str, config: BenchConfig) -> StepProfile:
     """The op-category budget of one ``mode`` step of ``name`` (``config.steps`` profiled steps after warm-up)."""
-    step = _make_step(_build(name, config), mode, config)
+    step = _make_step(build_for_bench(name, config), mode, config)
     for _ in range(config.warmup):
         step()
     return profile_step(step, device=config.device, steps=config.steps)
-
-
-DENSE_RACE_MAX_PIXELS = 1024  # the circulant matrix is (HW)^2 per channel: past 32x32 it is neither small nor fast
-
-
-def race_filter_paths(name: str, config: BenchConfig) -> list[dict]:
-    """Forward + backward milliseconds of each GF filter path (hornet.ops.mixers.FILTER_PATHS) on every distinct map
-    the GF mixers of ``name`` see at ``config``'s batch and image size, raced in shuffled rounds (median), and the
-    path ``auto`` picks on this device. The measurement behind ``filter_path``'s thresholds."""
-    from hornet.ops.mixers import GlobalLocalFilter, filter_path
-
-    model = _build(name, config)
-    maps: dict[tuple[int, int, int], torch.Tensor] = {}  # (channels, H, W) -> the filter weight it meets
-
-    def record(module: GlobalLocalFilter, inputs: tuple[torch.Tensor]) -> None:
-        _, channels, height, width = inputs[0].shape
-        maps.setdefault((channels // 2, height, width), module.complex_weight.detach())
-
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, GlobalLocalFilter)]
-    if not hooks:
-        raise ValueError(f"{name} has no GF mixer: nothing to race")
-    with torch.no_grad():
-        model.eval()(torch.randn(1, 3, config.img_size, config.img_size, device=config.device))
-    for hook in hooks:
-        hook.remove()
-    rows = []
-    for (channels, height, width), weight in maps.items():
-        x = torch.randn(config.batch_size, channels, height, width, device=config.device, requires_grad=True)
-        weight = weight.clone().requires_grad_(True)
-        paths = ["dft", "fft"] + (["dense"] if height * width <= DENSE_RACE_MAX_PIXELS else [])
-
-        steps = {path: functools.partial(_filter_step, x, weight, path) for path in paths}
-        for step in steps.values():
-            for _ in range(config.warmup):
-                step()
-        timings: dict[str, list[float]] = {path: [] for path in paths}
-        for round_index in range(config.rounds):
-            order = list(paths)
-            random.Random(round_index).shuffle(order)
-            for path in order:
-                timings[path].append(1000 * _time(steps[path], config.steps, config.device) / config.steps)
-        row = {"map": f"{height}x{width}", "channels": channels, "batch": config.batch_size}
-        for path in ("dense", "dft", "fft"):
-            row[f"{path}_ms"] = round(statistics.median(timings[path]), 3) if path in timings else "-"
-        row["fastest"] = min(timings, key=lambda path: statistics.median(timings[path]))
-        row["auto"] = filter_path(height, width, torch.device(config.device).type)
-        rows.append(row)
-    return rows
-
-
-def _filter_step(x: torch.Tensor, weight: torch.Tensor, path: str) -> None:
-    from hornet.ops.mixers import global_filter
-
-    global_filter(x, weight, path).sum().backward()
 
 
 def run_benchmark(
@@ -265,7 +211,7 @@ def run_benchmark(
     for mode in modes:
         steps = {}
         for name in names:
-            steps[name] = _make_step(_build(name, config), mode, config)
+            steps[name] = _make_step(build_for_bench(name, config), mode, config)
             for _ in range(config.warmup):
                 steps[name]()
         timings = {name: [] for name in names}
@@ -273,7 +219,7 @@ def run_benchmark(
             order = list(names)
             random.Random(round_index).shuffle(order)
             for name in order:
-                seconds = _time(steps[name], config.steps, config.device)
+                seconds = timed_seconds(steps[name], config.steps, config.device)
                 timings[name].append(config.batch_size * config.steps / seconds)
             if progress:
                 progress(f"{mode}: round {round_index + 1}/{config.rounds}")
@@ -291,7 +237,7 @@ def measure_peak_memory(name: str, mode: str, config: BenchConfig) -> float:
     if torch.device(config.device).type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(config.device)
-        step = _make_step(_build(name, config), mode, config)
+        step = _make_step(build_for_bench(name, config), mode, config)
         step()
         return torch.cuda.max_memory_allocated(config.device) / 2**20
     payload = json.dumps({"name": name, "mode": mode, "config": asdict(config)})
@@ -312,7 +258,7 @@ def _memory_probe(payload: str) -> None:
     spec = json.loads(payload)
     config = BenchConfig(**spec["config"])
     baseline = _proc_status_kib("VmRSS")  # steady footprint after imports, before the model exists
-    step = _make_step(_build(spec["name"], config), spec["mode"], config)
+    step = _make_step(build_for_bench(spec["name"], config), spec["mode"], config)
     step()
     step()
     # VmHWM is this process's own high-water mark (getrusage's maxrss would carry the parent's across exec)
