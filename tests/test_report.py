@@ -444,7 +444,9 @@ def test_a_report_states_the_suite_s_scale_from_its_runs_configs_and_the_caveat_
     config["data"]["init_args"]["limit_train"] = 1000
     scale = suite_scale([config, config], [0, 1], longer)
     assert scale.describe() == "1 epoch, 1,000 training images, 2 seeds"
-    assert "not the study's longer schedule (max_epochs=5, limit_train=null)" in scale.line()
+    assert "not the study's longer schedule (limit_train=null, max_epochs=5)" in scale.line()
+    reordered = {**longer, "settings": dict(reversed(list(longer["settings"].items())))}  # as another writer stores it
+    assert suite_scale([config, config], [0, 1], reordered).line() == scale.line()
 
 
 def test_the_accuracy_figure_shows_every_seed_on_an_axis_that_does_not_exaggerate_and_says_what_it_is():

@@ -49,7 +49,9 @@ class SuiteScale:
         if self.reached_longer_schedule is not False:
             schedule = " (the study's longer schedule)" if self.reached_longer_schedule else ""
             return f"scale: {self.describe()}{schedule}"
-        differ = ", ".join(f"{key.rpartition('.')[2]}={_shown(want)}" for key, (want, _) in self.short_of.items())
+        differ = ", ".join(  # by key: the stored order of a suite.json's settings is not part of its meaning
+            f"{key.rpartition('.')[2]}={_shown(want)}" for key, (want, _) in sorted(self.short_of.items())
+        )
         return (
             f"scale: {self.describe()}, not the study's longer schedule ({differ}): a check that the study runs, "
             f"not its answer, which can differ there (add --config {self.longer_config})"
