@@ -263,7 +263,7 @@ class SuiteRunner:
     @staticmethod
     def _wipe(run_dir: RunDir) -> None:
         for path in run_dir.path.iterdir():
-            if path.name in (".lock", ".lock.claim"):
+            if path.name in RunLock.FILES:
                 continue
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 

@@ -69,9 +69,10 @@ class RunLock:
     reach for its first run) never read a lock half-written or take over the same stale lock twice.
     """
 
+    FILES = (".lock", ".lock.claim")  # the lock, and the file its claims are serialised on
+
     def __init__(self, run: RunDir) -> None:
-        self.path = run.path / ".lock"
-        self.claim = run.path / ".lock.claim"
+        self.path, self.claim = (run.path / name for name in self.FILES)
         self.owner = f"{socket.gethostname()} {os.getpid()}"
         self.held = False
 
@@ -97,7 +98,7 @@ class RunLock:
         """Take the lock; False when another live process holds it."""
         with exclusive(self.claim):
             holder = self.holder()
-            if self.path.exists() and holder is not None and not self._stale(holder):
+            if holder is not None and not self._stale(holder):
                 return False
             self.path.write_text(self.owner + "\n")  # an empty or stale lock is replaced
             self.held = True

@@ -185,7 +185,10 @@ def analyze_suite(
     finished = [row for row in suite.rows if row.ok]
     if not finished:
         raise ValueError(f"{suite.path} has no finished runs to analyse")
-    missing = [row for row in finished if not _analysed(suite, row) and suite.run_dir(row).best_checkpoint() is None]
+    missing = [
+        row for row in finished
+        if any(_pending(suite.run_dir(row).path / RUN_ANALYSIS)) and suite.run_dir(row).best_checkpoint() is None
+    ]  # fmt: skip
     if missing:
         raise ValueError(
             f"{len(missing)} of the {len(finished)} finished runs hold no checkpoint: {analysis_hint(suite)}"
@@ -196,9 +199,10 @@ def analyze_suite(
         run = suite.run_dir(row)
         output = run.path / RUN_ANALYSIS
         console.print(f"suite {suite.name}: analysing {row.variant}:{row.seed} ({n}/{len(finished)})", highlight=False)
-        if not (output / STRENGTH_CSV).is_file():
+        interactions_due, erf_due = _pending(output)
+        if interactions_due:
             analyze_interactions(load_trained(run=run.path), output, device=device, **(interactions or {}))
-        if not (output / ERF_MAPS).is_file():
+        if erf_due:
             analyze_erf(load_trained(run=run.path), output, device=device, **(erf or {}))
         with (output / STRENGTH_CSV).open() as handle:
             strength_rows += [{"variant": row.variant, "seed": row.seed, **r} for r in csv.DictReader(handle)]
@@ -210,9 +214,10 @@ def analyze_suite(
     return {"strength": folder / STRENGTH_CSV, "erf": folder / ERF_CSV}
 
 
-def _analysed(suite, row) -> bool:
-    output = suite.run_dir(row).path / RUN_ANALYSIS
-    return (output / STRENGTH_CSV).is_file() and (output / ERF_MAPS).is_file()
+def _pending(output: Path) -> tuple[bool, bool]:
+    """Whether the interactions and the ERF of a run's analysis folder are still to run: each is done once the file
+    a published suite keeps of it (written after the rest of its data) exists."""
+    return not (output / STRENGTH_CSV).is_file(), not (output / ERF_MAPS).is_file()
 
 
 def suite_command(suite) -> str | None:
