@@ -192,8 +192,9 @@ def erf_figure(pictures: dict[tuple[int, int], torch.Tensor], title: str = "") -
 def erf_grid_figure(maps: dict[str, dict[int, torch.Tensor]], title: str) -> Figure:
     """ERF pictures side by side: a row per label (a variant, a model), a column per stage."""
     stages = sorted({stage for per in maps.values() for stage in per})
+    # constrained layout keeps the two-line title clear of the stage headers however many rows (tight_layout did not)
     figure, axes = plt.subplots(len(maps), len(stages), figsize=(2.2 * len(stages), 2.2 * len(maps) + 0.6),
-                                squeeze=False)  # fmt: skip
+                                squeeze=False, layout="constrained")  # fmt: skip
     for r, (label, per) in enumerate(maps.items()):
         for c, stage in enumerate(stages):
             axis = axes[r][c]
@@ -204,5 +205,4 @@ def erf_grid_figure(maps: dict[str, dict[int, torch.Tensor]], title: str) -> Fig
                 axis.set_title(f"stage {stage}", fontsize=9)
         axes[r][0].set_ylabel(label, fontsize=8)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     return figure
